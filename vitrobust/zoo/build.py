@@ -1,0 +1,105 @@
+"""Resolve a model name to a ready :class:`ModelWrapper`: build, train on first use, cache.
+
+Names are a registered base plus optional compression suffixes: ``deit_small``,
+``deit_small:int8``, ``deit_small_patch16_224:prune0.5``. Suffixes are handled by
+``vitrobust.compress``; this module only knows base models.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from ..data import load_dataset
+from . import cache
+from .registry import ModelEntry, model_entry
+from .train import fit
+from .wrapper import ModelInfo, ModelWrapper
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_LOADED: dict[tuple, ModelWrapper] = {}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file does not fit the architecture; the message names file and keys."""
+
+
+def split_name(name: str) -> tuple[str, list[str]]:
+    base, *suffixes = name.split(":")
+    return base, suffixes
+
+
+def load_model(name: str, *, checkpoint: str | None = None, progress: bool = True) -> ModelWrapper:
+    """The model called ``name``, built (and trained or loaded from cache) once per process."""
+    key = (name, checkpoint)
+    if key not in _LOADED:
+        base, suffixes = split_name(name)
+        model = _load_base(model_entry(base), checkpoint, progress)
+        for i, suffix in enumerate(suffixes):
+            from ..compress import apply_compression  # compress builds on the zoo, not vice versa
+            model = apply_compression(model, suffix, ":".join([base, *suffixes[: i + 1]]),
+                                      progress=progress)
+        _LOADED[key] = model
+    return _LOADED[key]
+
+
+def _new_wrapper(entry: ModelEntry, net, **info) -> ModelWrapper:
+    mean_std = (IMAGENET_MEAN, IMAGENET_STD) if entry.data is None else ((0.5,) * 3, (0.5,) * 3)
+    num_classes = getattr(net, "num_classes", info.pop("num_classes", 10))
+    meta = ModelInfo(entry.name, family=entry.family, data=entry.data,
+                     input_size=entry.input_size, num_classes=num_classes, **info)
+    return ModelWrapper(net, meta, *mean_std)
+
+
+def _load_base(entry: ModelEntry, checkpoint: str | None, progress: bool) -> ModelWrapper:
+    start = time.perf_counter()
+    if entry.data is None or checkpoint:
+        model = _new_wrapper(entry, entry.builder())
+        if checkpoint:
+            load_checkpoint(model.net, checkpoint)
+    else:
+        train = load_dataset(entry.data, "train")
+        key = cache.cache_key(entry.name, entry.recipe, train.fingerprint)
+        model = _new_wrapper(entry, entry.builder(num_classes=train.num_classes))
+        state = cache.load_weights(entry.name, key)
+        if state is not None:
+            model.net.load_state_dict(state)
+        else:
+            fit(model, train, entry.recipe, desc=f"training {entry.name}", progress=progress)
+            cache.save_weights(entry.name, key, model.net.state_dict())
+    model.eval()
+    model.info.weight_hash = cache.state_hash(model.net.state_dict())
+    model.info.build_seconds = time.perf_counter() - start
+    return model
+
+
+def load_checkpoint(net: torch.nn.Module, path: str | Path) -> None:
+    """Load a local checkpoint (a state dict, or one under 'model' / 'state_dict') safely."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({exc.__class__.__name__})") from None
+    for wrapper_key in ("model", "state_dict", "model_ema"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
+            state = state[wrapper_key]
+            break
+    own = net.state_dict()
+    foreign = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    wrong = sorted(k for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
+    if foreign or missing or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                         + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        if foreign:
+            parts.append(f"unexpected keys {foreign[:3]}" + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else ""))
+        if missing:
+            parts.append(f"missing keys {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+        raise CheckpointError(f"{path}: does not fit {type(net).__name__}: " + "; ".join(parts))
+    net.load_state_dict(state)

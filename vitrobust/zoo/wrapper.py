@@ -1,0 +1,53 @@
+"""The one way every model is called: pixels in [0, 1] -> one (N, C) logit tensor."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelInfo:
+    """What the zoo knows about a built model: where it came from and how it may be attacked."""
+
+    name: str
+    family: str = "vit"
+    differentiable: bool = True        # False for INT8: gradient attacks must not be asked of it
+    data: str | None = None            # the data source it was trained on (None: random weights)
+    input_size: int = 32
+    num_classes: int = 10
+    meta: dict = field(default_factory=dict)   # compression metadata: bits, keep_rate, sharing...
+    weight_hash: str = ""
+    build_seconds: float = 0.0
+
+
+class ModelWrapper(nn.Module):
+    """Owns the model's input normalization and merges multi-head outputs.
+
+    Distilled DeiT returns (class-head, distillation-head) logits while training; at evaluation
+    they are averaged here, so attacks always see a single (N, C) tensor.
+    """
+
+    def __init__(self, net: nn.Module, info: ModelInfo, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        super().__init__()
+        self.net = net
+        self.info = info
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out = self.net((images - self.mean) / self.std)
+        if isinstance(out, (tuple, list)):
+            out = sum(out) / len(out)
+        return out
+
+    @torch.inference_mode()
+    def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Predicted labels, batched, without gradients."""
+        self.eval()
+        return torch.cat([self(chunk).argmax(1) for chunk in images.split(batch_size)])
