@@ -103,3 +103,32 @@ def load_checkpoint(net: torch.nn.Module, path: str | Path) -> None:
             parts.append(f"missing keys {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
         raise CheckpointError(f"{path}: does not fit {type(net).__name__}: " + "; ".join(parts))
     net.load_state_dict(state)
+
+
+def trained_variant(name: str, base: ModelWrapper, net: torch.nn.Module, recipe: dict,
+                    train, *, family: str | None = None, meta: dict | None = None,
+                    differentiable: bool = True, progress: bool = True) -> ModelWrapper:
+    """Wrap ``net`` as the variant ``name`` of ``base``; train it once and cache the weights.
+
+    ``train(model, train_split)`` trains in place (usually via :func:`fit` with a custom loss).
+    The cache key holds the recipe, the training data and the base's weight hash, so a retrained
+    base retrains its variants. Bases with random weights (full-size timm names) are not trained.
+    """
+    start = time.perf_counter()
+    info = ModelInfo(name, family=family or base.info.family, differentiable=differentiable,
+                     data=base.info.data, input_size=base.info.input_size,
+                     num_classes=base.info.num_classes, meta=dict(meta or {}))
+    model = ModelWrapper(net, info, tuple(base.mean.flatten().tolist()), tuple(base.std.flatten().tolist()))
+    if base.info.data is not None:
+        train_split = load_dataset(base.info.data, "train")
+        key = cache.cache_key(name, recipe, train_split.fingerprint, base=base.info.weight_hash)
+        state = cache.load_weights(name, key)
+        if state is not None:
+            model.net.load_state_dict(state)
+        else:
+            train(model, train_split)
+            cache.save_weights(name, key, model.net.state_dict())
+    model.eval()
+    info.weight_hash = cache.state_hash(model.net.state_dict())
+    info.build_seconds = time.perf_counter() - start
+    return model
