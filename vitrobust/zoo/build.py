@@ -48,7 +48,8 @@ def _new_wrapper(entry: ModelEntry, net, **info) -> ModelWrapper:
     mean_std = (IMAGENET_MEAN, IMAGENET_STD) if entry.data is None else ((0.5,) * 3, (0.5,) * 3)
     num_classes = getattr(net, "num_classes", info.pop("num_classes", 10))
     meta = ModelInfo(entry.name, family=entry.family, data=entry.data,
-                     input_size=entry.input_size, num_classes=num_classes, **info)
+                     input_size=entry.input_size, num_classes=num_classes,
+                     recipe=dict(entry.recipe), **info)
     return ModelWrapper(net, meta, *mean_std)
 
 
@@ -105,6 +106,12 @@ def load_checkpoint(net: torch.nn.Module, path: str | Path) -> None:
     net.load_state_dict(state)
 
 
+def variant_recipe(base: ModelWrapper, recipe: dict) -> dict:
+    """``recipe`` with its epochs capped by the base's ``variant_epochs`` (small test fixtures)."""
+    cap = base.info.recipe.get("variant_epochs")
+    return {**recipe, "epochs": min(recipe.get("epochs", 1), cap)} if cap else dict(recipe)
+
+
 def trained_variant(name: str, base: ModelWrapper, net: torch.nn.Module, recipe: dict,
                     train, *, family: str | None = None, meta: dict | None = None,
                     differentiable: bool = True, progress: bool = True) -> ModelWrapper:
@@ -117,7 +124,8 @@ def trained_variant(name: str, base: ModelWrapper, net: torch.nn.Module, recipe:
     start = time.perf_counter()
     info = ModelInfo(name, family=family or base.info.family, differentiable=differentiable,
                      data=base.info.data, input_size=base.info.input_size,
-                     num_classes=base.info.num_classes, meta=dict(meta or {}))
+                     num_classes=base.info.num_classes, meta=dict(meta or {}),
+                     recipe=dict(base.info.recipe))
     model = ModelWrapper(net, info, tuple(base.mean.flatten().tolist()), tuple(base.std.flatten().tolist()))
     if base.info.data is not None:
         train_split = load_dataset(base.info.data, "train")

@@ -18,6 +18,7 @@ class ModelInfo:
     input_size: int = 32
     num_classes: int = 10
     meta: dict = field(default_factory=dict)   # compression metadata: bits, keep_rate, sharing...
+    recipe: dict = field(default_factory=dict)  # the base's training recipe ('variant_epochs' caps variants)
     weight_hash: str = ""
     build_seconds: float = 0.0
 
