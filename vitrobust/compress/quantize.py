@@ -1,0 +1,148 @@
+"""``:int8`` — post-training dynamic INT8 quantization of every ``nn.Linear`` (CPU).
+
+``torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)`` on a deep copy
+of the base: weights are stored as per-tensor INT8, activations are quantized on the fly with a
+scale chosen per call (dynamic, per-tensor). Convolutions (the patch embedding), LayerNorms,
+position embeddings and the attention products stay FP32. No training; quantization is
+deterministic and takes well under a second, so nothing is cached.
+
+How INT8 models are scored (a deliberate choice, see DESIGN.md): dynamic quantization picks the
+activation scale over the *whole tensor of one call*, so an image's logits depend on the other
+images of its batch (measured: up to 0.24 logits for INT8 vs 4e-6 for FP32, and a noise attack's
+ASR moved from 0.47 batched to 1.00 one image per call). :class:`BatchInvariant` therefore runs
+each image as its own call inside the net's forward. Every image is then scored as a deployed
+single-image request would be, whatever batch size an attack or the engine chooses. It costs
+one call per image (cheap for the default zoo; about N times the per-call overhead in general).
+
+Gradients: quantized linears have none (torch only warns and returns nothing). The wrapper says
+``differentiable=False`` so gradient attacks are refused up front, and a backward through the
+INT8 net raises :class:`Int8GradientError` instead of silently producing zero / None.
+:func:`straight_through` builds a differentiable stand-in for the attacks (INT8 forward, FP32
+backward).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+import warnings
+
+import torch
+from torch import nn
+
+from ..zoo import cache
+from ..zoo.wrapper import ModelInfo, ModelWrapper
+from . import register_compression
+
+META = {"compression": "int8", "bits": 8,
+        "scheme": "dynamic per-tensor activations, per-tensor weights"}
+
+
+class Int8GradientError(RuntimeError):
+    """A backward pass reached a dynamically quantized model, which has no gradients."""
+
+
+class _NoBackward(torch.autograd.Function):
+    """Identity on the INT8 logits whose backward refuses, naming the alternatives."""
+
+    @staticmethod
+    def forward(ctx, images, logits):
+        return logits.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise Int8GradientError(
+            "INT8 (dynamically quantized) models have no gradients; attack them with a black-box "
+            "attack, by transfer from a surrogate, or via vitrobust.compress.quantize.straight_through")
+
+
+class BatchInvariant(nn.Module):
+    """Runs ``net`` on one image per call so dynamic activation scales never mix images."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out = torch.cat([self.net(image) for image in x.split(1)])
+        if torch.is_grad_enabled() and x.requires_grad:
+            out = _NoBackward.apply(x, out)
+        return out
+
+
+def quantize_net(net: nn.Module) -> nn.Module:
+    """A dynamically INT8-quantized deep copy of ``net`` (CPU), with torch's deprecation noise off."""
+    net = copy.deepcopy(net).cpu().eval()
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of torchao (not a dependency here); the
+        # eager API still works in the pinned torch, so silence only these warnings, only here.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao")
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions")
+        return torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+
+
+def int8_state_hash(state: dict) -> str:
+    """:func:`vitrobust.zoo.cache.state_hash` that also sees packed INT8 weights (tuples)."""
+    flat = {}
+    for key, value in state.items():
+        if isinstance(value, (tuple, list)):
+            for i, part in enumerate(value):
+                if isinstance(part, torch.Tensor):
+                    flat[f"{key}.{i}"] = part
+        else:
+            flat[key] = value
+    return cache.state_hash(flat)
+
+
+@register_compression("int8", about="dynamic INT8 quantization of every nn.Linear (batch-invariant scoring)")
+def apply(base: ModelWrapper, *, name: str, progress: bool = True) -> ModelWrapper:
+    """Dynamic INT8 quantization (torch.ao quantize_dynamic) of ``base``'s linears."""
+    start = time.perf_counter()
+    net = BatchInvariant(quantize_net(base.net))
+    info = ModelInfo(name, family=base.info.family, differentiable=False, data=base.info.data,
+                     input_size=base.info.input_size, num_classes=base.info.num_classes,
+                     meta=dict(META), recipe=dict(base.info.recipe))
+    model = ModelWrapper(net, info, tuple(base.mean.flatten().tolist()),
+                         tuple(base.std.flatten().tolist())).eval()
+    info.weight_hash = int8_state_hash(model.net.state_dict())
+    info.build_seconds = time.perf_counter() - start
+    return model
+
+
+class StraightThrough(nn.Module):
+    """Forward: the INT8 logits. Backward: the FP32 model's gradient (straight-through).
+
+    ``out = fp32(x) + (int8(x) - fp32(x)).detach()``; both models take pixels (they are
+    :class:`ModelWrapper` s and own their normalization).
+    """
+
+    def __init__(self, int8_model: ModelWrapper, fp32_model: ModelWrapper):
+        super().__init__()
+        self.int8_model, self.fp32_model = int8_model, fp32_model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        dense = self.fp32_model(images)
+        with torch.no_grad():
+            quantized = self.int8_model(images)
+        return dense + (quantized - dense).detach()
+
+
+def straight_through(int8_model: ModelWrapper, fp32_model: ModelWrapper) -> ModelWrapper:
+    """A differentiable :class:`ModelWrapper` with INT8 outputs and FP32 gradients.
+
+    Gradient attacks run on it score the INT8 model with the FP32 model's gradient (the
+    straight-through estimator, Bengio et al. 2013). Normalization lives in the inner wrappers,
+    so the outer wrapper's is the identity.
+    """
+    src = int8_model.info
+    info = ModelInfo(f"{src.name}@st", family=src.family, differentiable=True, data=src.data,
+                     input_size=src.input_size, num_classes=src.num_classes,
+                     meta={**src.meta, "strategy": "straight-through", "gradient_from": fp32_model.name},
+                     recipe=dict(src.recipe), weight_hash=_combined_hash(src.weight_hash, fp32_model.info.weight_hash))
+    return ModelWrapper(StraightThrough(int8_model, fp32_model), info, (0.0,) * 3, (1.0,) * 3).eval()
+
+
+def _combined_hash(*hashes: str) -> str:
+    return hashlib.sha256("|".join(hashes).encode()).hexdigest()[:16]
