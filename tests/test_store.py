@@ -1,0 +1,164 @@
+"""The results database: round trip, baselines, and interrupted runs never read back as results."""
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from run_factory import clone, make_run
+from vitrobust.store import SCHEMA_VERSION, Store, StoreError, UnknownBaseline, UnknownRun
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def canon(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "db" / "vitrobust.sqlite") as s:
+        yield s
+
+
+def raw_count(path, table, run_id):
+    with sqlite3.connect(path) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table} WHERE run_id=?", (run_id,)).fetchone()[0]
+
+
+def test_record_round_trips_the_run_record(store, tmp_path):
+    run = make_run(artifact_dir=tmp_path)
+    assert store.record(run) == run["run_id"]
+    back = store.load_run(run["run_id"])
+    assert canon(back) == canon(run)
+    assert back["measurements"][0]["outcomes"] == run["measurements"][0]["outcomes"]
+    assert None in back["measurements"][0]["outcomes"]   # nulls survive
+
+
+def test_database_is_wal_with_a_schema_version(store):
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "v.sqlite"
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_missing_or_garbage_database_is_a_one_line_error(tmp_path):
+    with pytest.raises(StoreError, match="no results database"):
+        Store(tmp_path / "absent.sqlite", create=False)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError) as err:
+        Store(junk)
+    assert "\n" not in str(err.value)
+
+
+def test_latest_run_is_the_last_complete_one(store):
+    assert store.latest_run() is None
+    store.record(make_run("r1", finished="2026-11-22T01:00:00+00:00"))
+    store.record(make_run("r2", finished="2026-11-22T02:00:00+00:00"))
+    assert store.latest_run()["run_id"] == "r2"
+    assert [r["run_id"] for r in store.list_runs()] == ["r2", "r1"]
+
+
+def test_begin_then_record_completes_the_run(store):
+    run_id = store.begin_run({"versions": {"python": "3"}, "config": {"data": "digits"}})
+    assert store.list_runs(include_incomplete=True)[0]["status"] == "running"
+    run = make_run(run_id)
+    store.record(run)
+    assert store.load_run(run_id)["checks"] == run["checks"]
+    assert store.list_runs()[0]["status"] == "complete"
+
+
+def test_a_run_is_recorded_once(store):
+    store.record(make_run("r1"))
+    with pytest.raises(StoreError, match="already recorded"):
+        store.record(make_run("r1"))
+    with pytest.raises(StoreError, match="already exists"):
+        store.begin_run({"run_id": "r1"})
+
+
+def test_begun_but_never_recorded_run_is_not_a_result(store):
+    store.record(make_run("done", finished="2026-11-22T01:00:00+00:00"))
+    store.begin_run({"run_id": "dangling", "started": "2026-11-22T03:00:00+00:00"})
+    with pytest.raises(UnknownRun, match="never completed"):
+        store.load_run("dangling")
+    assert store.latest_run()["run_id"] == "done"
+    assert [r["run_id"] for r in store.list_runs()] == ["done"]
+    assert {r["run_id"] for r in store.list_runs(include_incomplete=True)} == {"done", "dangling"}
+    with pytest.raises(UnknownRun):
+        store.save_baseline("release", "dangling")
+
+
+def test_record_failing_halfway_leaves_nothing_half_written(store, monkeypatch):
+    store.record(make_run("good", finished="2026-11-22T01:00:00+00:00"))
+    store.begin_run({"run_id": "broken"})
+
+    def explode(self, run_id, checks):
+        raise RuntimeError("disk on fire")   # after models and measurements were inserted
+
+    monkeypatch.setattr(Store, "_insert_checks", explode)
+    with pytest.raises(RuntimeError):
+        store.record(make_run("broken", finished="2026-11-22T09:00:00+00:00"))
+    assert raw_count(store.path, "measurements", "broken") == 0
+    assert raw_count(store.path, "models", "broken") == 0
+    with pytest.raises(UnknownRun):
+        store.load_run("broken")
+    assert store.latest_run()["run_id"] == "good"
+    # The same run can be recorded properly afterwards.
+    monkeypatch.undo()
+    store.record(make_run("broken", finished="2026-11-22T09:00:00+00:00"))
+    assert store.latest_run()["run_id"] == "broken"
+
+
+def test_process_killed_mid_record_is_never_read_back(tmp_path):
+    db = tmp_path / "killed.sqlite"
+    with Store(db) as s:
+        s.record(make_run("good", finished="2026-11-22T01:00:00+00:00"))
+    # A child writes a run and is SIGKILLed inside record(), after the measurements are in.
+    child = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
+        from run_factory import make_run
+        from vitrobust.store import Store
+        def die(self, run_id, checks):
+            os.kill(os.getpid(), signal.SIGKILL)
+        Store._insert_checks = die
+        Store({str(db)!r}).record(make_run("killed", finished="2026-11-22T09:00:00+00:00"))
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()
+    with Store(db) as s:
+        assert s.latest_run()["run_id"] == "good"
+        with pytest.raises(UnknownRun):
+            s.load_run("killed")
+        assert raw_count(db, "measurements", "killed") == 0
+        assert [r["run_id"] for r in s.list_runs()] == ["good"]
+
+
+def test_baselines(store):
+    run = make_run("r1")
+    store.record(run)
+    store.record(clone(run, "r2"))
+    store.save_baseline("release-1.0", "r1")
+    assert store.baseline_run("release-1.0")["run_id"] == "r1"
+    store.save_baseline("release-1.0", "latest")   # re-pointing replaces
+    assert store.baseline_run("release-1.0")["run_id"] in {"r1", "r2"}
+    with pytest.raises(UnknownBaseline, match="release-1.0"):
+        store.baseline_run("nope")
+    assert [b["name"] for b in store.list_baselines()] == ["release-1.0"]
+
+
+def test_load_unknown_run(store):
+    with pytest.raises(UnknownRun, match="not recorded"):
+        store.load_run("nothing")

@@ -1,0 +1,332 @@
+"""Results database: every run, its models, measurements and checks, and named baselines.
+
+SQLite (stdlib ``sqlite3``) in WAL mode, default path ``reports/vitrobust.sqlite``. A run is
+written in two steps: :meth:`Store.begin_run` inserts a row with status ``running`` (so an
+interrupted run leaves a trace for ``list_runs(include_incomplete=True)``), and
+:meth:`Store.record` writes the models, measurements and checks *and* flips the status to
+``complete`` in one transaction. Readers (:meth:`load_run`, :meth:`latest_run`,
+:meth:`baseline_run`) only ever see complete runs, so a process killed mid-record is never read
+back as a result: SQLite rolls the open transaction back on the next open.
+
+This module consumes the JSON-able run record described in ``shared/INTERFACES.md`` ("Run
+record") and knows nothing of torch. :meth:`load_run` returns the same shape that was recorded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_DB = Path("reports") / "vitrobust.sqlite"
+SCHEMA_VERSION = 1
+
+
+class StoreError(ValueError):
+    """A database that cannot be opened or used; the message is one line."""
+
+
+class UnknownRun(StoreError):
+    """No complete run with that id (it may never have finished)."""
+
+
+class UnknownBaseline(StoreError):
+    """No baseline of that name."""
+
+
+# Columns kept as real columns so they can be queried; everything else in a run-record entry
+# goes to the ``extra`` JSON column so load_run() round-trips fields this schema does not name.
+_MODEL_COLS = ("weight_hash", "params", "size_mb", "gflops", "throughput", "clean_acc")
+_MEAS_COLS = ("key", "kind", "spec", "source", "target", "attack", "strategy", "data",
+              "value", "k", "n", "robust_acc", "clean_acc")
+_CHECK_COLS = ("spec", "nodeid", "claim", "status", "outcome", "xfail_reason", "message",
+               "statistic", "p_value")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, started TEXT, finished TEXT, git_commit TEXT,
+    versions TEXT, config TEXT, artifacts TEXT, warnings TEXT, extra TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'complete')));
+CREATE TABLE IF NOT EXISTS models (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+    name TEXT NOT NULL, weight_hash TEXT, params INTEGER, size_mb REAL, gflops REAL,
+    throughput REAL, clean_acc REAL, meta TEXT, extra TEXT, PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS measurements (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+    key TEXT NOT NULL, kind TEXT, spec TEXT, source TEXT, target TEXT, attack TEXT,
+    threat_model TEXT, strategy TEXT, data TEXT, value REAL, k INTEGER, n INTEGER,
+    lo REAL, hi REAL, robust_acc REAL, clean_acc REAL, outcomes TEXT, extra TEXT,
+    PRIMARY KEY (run_id, seq));
+CREATE INDEX IF NOT EXISTS measurements_key ON measurements (key, run_id);
+CREATE TABLE IF NOT EXISTS checks (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE, seq INTEGER NOT NULL,
+    spec TEXT, nodeid TEXT, check_text TEXT, params TEXT, claim TEXT, status TEXT,
+    outcome TEXT, xfail_reason TEXT, message TEXT, "values" TEXT, statistic TEXT,
+    p_value REAL, extra TEXT, PRIMARY KEY (run_id, seq));
+CREATE TABLE IF NOT EXISTS baselines (
+    name TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(run_id), created TEXT NOT NULL);
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id() -> str:
+    """``YYYYmmdd-HHMMSS-xxxx`` (UTC time plus 4 random hex digits): sortable and unique."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def _dump(value) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def _load(text):
+    return None if text is None else json.loads(text)
+
+
+class Store:
+    """The results database at ``path`` (created with its parent folder unless ``create=False``)."""
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, create: bool = True):
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"no results database at {self.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so one record() is one
+            # transaction, whatever Python's implicit-transaction rules are.
+            self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot use {self.path} as a results database: {exc}") from None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _init_schema(self) -> None:
+        with self._transaction():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._conn.execute(statement)
+            row = self._conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            if row[0] is None:
+                self._conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(f"{self.path} has schema v{row[0]}, newer than this vitrobust "
+                                 f"(v{SCHEMA_VERSION}); upgrade vitrobust")
+
+    @contextmanager
+    def _transaction(self):
+        # BEGIN IMMEDIATE takes the write lock up front, so two writers queue instead of failing
+        # half-way; any exception rolls everything back.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- writing ---------------------------------------------------------------------------
+    def begin_run(self, run_meta: dict | None = None) -> str:
+        """Insert a ``running`` row for a run about to start; returns its run id.
+
+        ``run_meta`` may carry run_id, started, git_commit, versions and config.
+        """
+        meta = dict(run_meta or {})
+        run_id = meta.get("run_id") or new_run_id()
+        with self._transaction():
+            if self._status(run_id) is not None:
+                raise StoreError(f"run {run_id} already exists in {self.path}")
+            self._conn.execute(
+                "INSERT INTO runs (run_id, started, git_commit, versions, config, status) "
+                "VALUES (?, ?, ?, ?, ?, 'running')",
+                (run_id, meta.get("started") or now_iso(), meta.get("git_commit"),
+                 _dump(meta.get("versions")), _dump(meta.get("config"))))
+        return run_id
+
+    def record(self, run: dict) -> str:
+        """Write a whole run record in one transaction and mark it complete; returns its id.
+
+        The run may or may not have been begun with :meth:`begin_run`; recording a run id that
+        is already complete is an error (results are immutable once recorded).
+        """
+        run_id = run.get("run_id") or new_run_id()
+        with self._transaction():
+            status = self._status(run_id)
+            if status == "complete":
+                raise StoreError(f"run {run_id} is already recorded in {self.path}")
+            known = {"run_id", "started", "finished", "git_commit", "versions", "config",
+                     "models", "measurements", "checks", "artifacts", "warnings"}
+            extra = {k: v for k, v in run.items() if k not in known}
+            values = (run.get("started") or now_iso(), run.get("git_commit"),
+                      _dump(run.get("versions")), _dump(run.get("config")),
+                      _dump(run.get("artifacts") or {}), _dump(run.get("warnings") or []),
+                      _dump(extra or None))
+            if status is None:
+                self._conn.execute(
+                    "INSERT INTO runs (run_id, started, git_commit, versions, config, artifacts,"
+                    " warnings, extra, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                    (run_id, *values))
+            else:
+                self._conn.execute(
+                    "UPDATE runs SET started=?, git_commit=?, versions=?, config=?, artifacts=?,"
+                    " warnings=?, extra=? WHERE run_id=?", (*values, run_id))
+            self._insert_models(run_id, run.get("models") or {})
+            self._insert_measurements(run_id, run.get("measurements") or [])
+            self._insert_checks(run_id, run.get("checks") or [])
+            # Last statement of the transaction: only now does the run become visible.
+            self._conn.execute("UPDATE runs SET status='complete', finished=? WHERE run_id=?",
+                               (run.get("finished") or now_iso(), run_id))
+        return run_id
+
+    def _insert_models(self, run_id: str, models: dict) -> None:
+        for seq, (name, info) in enumerate(models.items()):
+            info = dict(info or {})
+            cols = [info.pop(c, None) for c in _MODEL_COLS]
+            meta = info.pop("meta", None)
+            self._conn.execute(
+                "INSERT INTO models (run_id, seq, name, weight_hash, params, size_mb, gflops,"
+                " throughput, clean_acc, meta, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, seq, name, *cols, _dump(meta), _dump(info)))
+
+    def _insert_measurements(self, run_id: str, measurements: list) -> None:
+        for seq, meas in enumerate(measurements):
+            meas = dict(meas)
+            cols = [meas.pop(c, None) for c in _MEAS_COLS]
+            interval = meas.pop("interval", None)
+            lo, hi = (interval if interval is not None else (None, None))
+            threat = meas.pop("threat_model", None)
+            outcomes = meas.pop("outcomes", None)
+            self._conn.execute(
+                "INSERT INTO measurements (run_id, seq, key, kind, spec, source, target, attack,"
+                " strategy, data, value, k, n, robust_acc, clean_acc, lo, hi, threat_model,"
+                " outcomes, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, seq, *cols, lo, hi, _dump(threat),
+                 None if outcomes is None else json.dumps(list(outcomes)), _dump(meas)))
+
+    def _insert_checks(self, run_id: str, checks: list) -> None:
+        for seq, check in enumerate(checks):
+            check = dict(check)
+            cols = [check.pop(c, None) for c in _CHECK_COLS]
+            text = check.pop("check", None)
+            params = check.pop("params", None)
+            values = check.pop("values", None)
+            self._conn.execute(
+                "INSERT INTO checks (run_id, seq, spec, nodeid, claim, status, outcome,"
+                " xfail_reason, message, statistic, p_value, check_text, params, \"values\","
+                " extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, seq, *cols, text, _dump(params), _dump(values), _dump(check)))
+
+    def save_baseline(self, name: str, run_id: str) -> None:
+        """Point baseline ``name`` at complete run ``run_id`` (``"latest"`` allowed); replaces."""
+        if run_id == "latest":
+            latest = self._latest_id()
+            if latest is None:
+                raise UnknownRun(f"no complete run in {self.path} to save as baseline {name!r}")
+            run_id = latest
+        with self._transaction():
+            if self._status(run_id) != "complete":
+                raise UnknownRun(f"no complete run {run_id!r} in {self.path}")
+            self._conn.execute("INSERT OR REPLACE INTO baselines (name, run_id, created) "
+                               "VALUES (?, ?, ?)", (name, run_id, now_iso()))
+
+    # -- reading ---------------------------------------------------------------------------
+    def _status(self, run_id: str) -> str | None:
+        row = self._conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def _latest_id(self) -> str | None:
+        row = self._conn.execute(
+            "SELECT run_id FROM runs WHERE status='complete' "
+            "ORDER BY finished DESC, started DESC, rowid DESC LIMIT 1").fetchone()
+        return None if row is None else row[0]
+
+    def load_run(self, run_id: str) -> dict:
+        """The complete run ``run_id`` as a run record; :class:`UnknownRun` otherwise."""
+        # One read transaction, so a concurrent writer cannot show us half of another state.
+        self._conn.execute("BEGIN")
+        try:
+            return self._read_run(run_id)
+        finally:
+            self._conn.execute("COMMIT")
+
+    def _read_run(self, run_id: str) -> dict:
+        row = self._conn.execute("SELECT * FROM runs WHERE run_id=? AND status='complete'",
+                                 (run_id,)).fetchone()
+        if row is None:
+            state = self._status(run_id)
+            why = "never completed (interrupted?)" if state == "running" else "is not recorded"
+            raise UnknownRun(f"run {run_id!r} {why} in {self.path}")
+        run = {"run_id": row["run_id"], "started": row["started"], "finished": row["finished"],
+               "git_commit": row["git_commit"], "versions": _load(row["versions"]),
+               "config": _load(row["config"])}
+        run.update(_load(row["extra"]) or {})
+        run["models"] = {}
+        for m in self._conn.execute("SELECT * FROM models WHERE run_id=? ORDER BY seq", (run_id,)):
+            info = _load(m["extra"]) or {}
+            info.update({c: m[c] for c in _MODEL_COLS})
+            info["meta"] = _load(m["meta"])
+            run["models"][m["name"]] = info
+        run["measurements"] = []
+        for m in self._conn.execute("SELECT * FROM measurements WHERE run_id=? ORDER BY seq",
+                                    (run_id,)):
+            meas = {c: m[c] for c in _MEAS_COLS}
+            meas["threat_model"] = _load(m["threat_model"])
+            meas["interval"] = None if m["lo"] is None else [m["lo"], m["hi"]]
+            meas["outcomes"] = _load(m["outcomes"])
+            meas.update(_load(m["extra"]) or {})
+            run["measurements"].append(meas)
+        run["checks"] = []
+        for c in self._conn.execute("SELECT * FROM checks WHERE run_id=? ORDER BY seq", (run_id,)):
+            check = {col: c[col] for col in _CHECK_COLS}
+            check.update(check=c["check_text"], params=_load(c["params"]),
+                         values=_load(c["values"]))
+            check.update(_load(c["extra"]) or {})
+            run["checks"].append(check)
+        run["artifacts"] = _load(row["artifacts"]) or {}
+        run["warnings"] = _load(row["warnings"]) or []
+        return run
+
+    def latest_run(self) -> dict | None:
+        """The most recently finished complete run, or None when there is none."""
+        run_id = self._latest_id()
+        return None if run_id is None else self.load_run(run_id)
+
+    def baseline_run(self, name: str) -> dict:
+        """The run that baseline ``name`` points at; :class:`UnknownBaseline` otherwise."""
+        row = self._conn.execute("SELECT run_id FROM baselines WHERE name=?", (name,)).fetchone()
+        if row is None:
+            known = ", ".join(b["name"] for b in self.list_baselines()) or "none"
+            raise UnknownBaseline(f"unknown baseline {name!r} in {self.path} (known: {known})")
+        return self.load_run(row[0])
+
+    def list_baselines(self) -> list[dict]:
+        rows = self._conn.execute("SELECT name, run_id, created FROM baselines ORDER BY name")
+        return [dict(r) for r in rows]
+
+    def list_runs(self, include_incomplete: bool = False) -> list[dict]:
+        """Summaries (run_id, started, finished, status, git_commit, counts), newest first."""
+        where = "" if include_incomplete else "WHERE r.status='complete'"
+        rows = self._conn.execute(
+            "SELECT r.run_id, r.started, r.finished, r.status, r.git_commit, "
+            "(SELECT count(*) FROM measurements m WHERE m.run_id=r.run_id) AS measurements, "
+            "(SELECT count(*) FROM checks c WHERE c.run_id=r.run_id) AS checks, "
+            "(SELECT count(*) FROM checks c WHERE c.run_id=r.run_id AND c.outcome='failed') "
+            f"AS failed FROM runs r {where} ORDER BY r.started DESC, r.rowid DESC")
+        return [dict(r) for r in rows]
