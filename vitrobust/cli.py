@@ -1,0 +1,225 @@
+"""The ``vitrobust`` command: zoo, measure, attacks, run, report, gate.
+
+Every user error ends as one line on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_SIZES = ("deit_tiny", "deit_small", "deit_base")
+
+
+def default_zoo() -> list[str]:
+    """Every model of the embedded default zoo, bases first then their compressed variants."""
+    from .compress import DEFAULT_VARIANTS, CompressionError, parse_suffix
+
+    def registered(suffix: str) -> bool:   # variants appear as their compression modules land
+        try:
+            return bool(parse_suffix(suffix))
+        except CompressionError:
+            return False
+
+    names = ["cnn_small", *DEFAULT_SIZES]
+    names += [f"{base}:{v}" for base in DEFAULT_SIZES for v in DEFAULT_VARIANTS if registered(v)]
+    if registered("advtrain"):
+        names.append("deit_tiny:advtrain")
+    return names
+
+
+def _matching(pattern: str | None) -> list[str]:
+    from .zoo import list_models
+
+    names = default_zoo() + [n for n in list_models() if n not in default_zoo()]
+    return [n for n in names if fnmatch.fnmatch(n, pattern or "*")]
+
+
+def cmd_zoo_list(args) -> int:
+    from tabulate import tabulate
+
+    from .compress import parse_suffix
+    from .zoo import model_entry, split_name
+
+    rows = []
+    for name in _matching(args.pattern):
+        base, suffixes = split_name(name)
+        entry = model_entry(base)
+        if suffixes:
+            comp, params = parse_suffix(suffixes[-1])
+            what = f"{comp.prefix} {' '.join(f'{k}={v}' for k, v in params.items())}".strip()
+            about = comp.about
+        else:
+            what, about = entry.family, entry.about
+        rows.append([name, what, entry.data or "random / checkpoint", about])
+    print(tabulate(rows, headers=["model", "kind", "data", "about"]))
+    return 0
+
+
+def cmd_zoo_build(args) -> int:
+    names = _matching(args.pattern)
+    if not names:
+        raise SystemExit(_error(f"no model matches {args.pattern!r}; see 'vitrobust zoo list'"))
+    start = time.perf_counter()
+    records = [_measure_one(name, None) for name in names]
+    _print_measurements(records, args.json)
+    print(f"built {len(records)} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+def _measure_one(name: str, input_size: int | None) -> dict:
+    from . import metrics
+    from .data import load_dataset
+    from .zoo import load_model
+
+    model = load_model(name)
+    size = input_size or model.info.input_size
+    record = {"model": name, "params": metrics.param_count(model), "size_mb": round(metrics.size_mb(model), 3),
+              "gflops": round(metrics.gflops(model, size), 4),
+              "throughput": round(metrics.throughput(model, size, metrics.default_batch_size(size)), 1),
+              "throughput_batch": metrics.default_batch_size(size)}
+    if model.info.data is not None and input_size in (None, model.info.input_size):
+        test = load_dataset(model.info.data, "test")
+        record["clean_acc"] = round(float(metrics.correct(model, test.images, test.labels).float().mean()), 4)
+    record["build_seconds"] = round(model.info.build_seconds, 1)
+    if model.info.meta:
+        record["meta"] = model.info.meta
+    return record
+
+
+def _print_measurements(records: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return
+    from tabulate import tabulate
+
+    headers = ["model", "params", "size_mb", "gflops", "throughput", "clean_acc", "build_seconds"]
+    print(tabulate([[r.get(h, "") for h in headers] for r in records],
+                   headers=[*headers[:4], f"throughput (img/s, batch {records[0]['throughput_batch']})",
+                            *headers[5:]], floatfmt="g"))
+
+
+def cmd_measure(args) -> int:
+    records = [_measure_one(name, args.input_size) for name in args.models]
+    _print_measurements(records, args.json)
+    return 0
+
+
+def cmd_attacks_list(args) -> int:
+    from tabulate import tabulate
+
+    from .attacks import attack_class, list_attacks
+
+    rows = []
+    for name in list_attacks():
+        cls = attack_class(name)
+        defaults = cls().threat_model()
+        defaults.pop("attack", None)
+        rows.append([name, "yes" if cls.needs_grad else "no", "universal" if cls.universal else "per-image",
+                     ", ".join(f"{k}={_fmt(v)}" for k, v in defaults.items())])
+    print(tabulate(rows, headers=["attack", "gradients", "kind", "defaults"]))
+    return 0
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def cmd_run(args, extra: list[str]) -> int:
+    import pytest
+
+    specs = args.specs or ["specs"]
+    for spec in specs:
+        if not Path(spec).exists():
+            raise SystemExit(_error(f"{spec}: no such spec file or folder"))
+    pytest_args = [*specs, "-q", "-rfEsxX", *extra]
+    if args.data:
+        pytest_args += ["--vitrobust-data", args.data]
+    if args.zoo:
+        pytest_args += ["--vitrobust-zoo", args.zoo]
+    return int(pytest.main(pytest_args))
+
+
+def cmd_gate(argv: list[str]) -> int:
+    from .gate import gate_main
+
+    return gate_main(argv)
+
+
+def cmd_report(args) -> int:
+    from .report import write_reports
+    from .store import Store
+
+    store = Store(args.db)
+    run = store.load_run(args.run_id) if args.run_id != "latest" else store.latest_run()
+    if run is None:
+        raise SystemExit(_error(f"{args.db}: no complete run {args.run_id!r}"))
+    paths = write_reports(run, Path(args.out))
+    print(f"report: {paths.get('html') or next(iter(paths.values()))}")
+    return 0
+
+
+def _error(message: str) -> int:
+    print(f"vitrobust: error: {message}", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitrobust", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    zoo = sub.add_parser("zoo", help="list or build the model zoo").add_subparsers(dest="zoo_command", required=True)
+    p = zoo.add_parser("list", help="list models and compressed variants")
+    p.add_argument("pattern", nargs="?", help="glob, e.g. 'deit_small*'")
+    p.set_defaults(func=cmd_zoo_list)
+    p = zoo.add_parser("build", help="train (or load from cache) and measure models")
+    p.add_argument("pattern", nargs="?", help="glob, e.g. 'deit_*:prune*'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_zoo_build)
+
+    p = sub.add_parser("measure", help="params, size, GFLOPs, throughput (and clean accuracy)")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_measure)
+
+    attacks = sub.add_parser("attacks", help="the attack registry").add_subparsers(dest="attacks_command", required=True)
+    attacks.add_parser("list", help="every attack with its defaults").set_defaults(func=cmd_attacks_list)
+
+    p = sub.add_parser("run", help="run specs (default: specs/) on the zoo and write a report; "
+                                   "extra arguments go to pytest")
+    p.add_argument("specs", nargs="*")
+    p.add_argument("--data", help="data source: 'digits' (default) or an ImageFolder path")
+    p.add_argument("--zoo", help="zoo config YAML pointing spec model names elsewhere")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="re-render the report of a recorded run")
+    p.add_argument("run_id", nargs="?", default="latest")
+    p.add_argument("--db", default="reports/vitrobust.sqlite")
+    p.add_argument("--out", default="reports")
+    p.set_defaults(func=cmd_report)
+
+    sub.add_parser("gate", help="compare a run with a baseline; exit 1 on regressions", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["gate"]:
+        return cmd_gate(argv[1:])
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args, extra) if args.command == "run" else args.func(args)
+    except (ValueError, KeyError, OSError) as exc:   # our errors are one-line ValueErrors
+        message = exc.args[0] if exc.args else str(exc)
+        return _error(str(message))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Model measurements: clean accuracy, ASR, parameters, size, GFLOPs and throughput.
+
+Conventions (the ViT literature's, so numbers compare with papers):
+- ASR is computed over the images the *target* classifies correctly when clean; robust accuracy
+  (correct under attack, over all images) is reported beside it.
+- GFLOPs are multiply-accumulates per image (timm's deit_small_patch16_224 at 224x224: 4.6).
+- Size is the byte count of the serialized state_dict / 1e6, so INT8 is measured, not estimated.
+"""
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .zoo.wrapper import ModelWrapper
+
+
+@dataclass(frozen=True)
+class RateCount:
+    """k successes out of n, with the per-image outcome vector (NaN: not in the denominator)."""
+
+    k: int
+    n: int
+    outcomes: torch.Tensor
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+
+@torch.inference_mode()
+def correct(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor,
+            batch_size: int = 256) -> torch.Tensor:
+    """Per-image bool: does ``model`` classify the image correctly?"""
+    return model.predict(images, batch_size) == labels
+
+
+def accuracy(clean_correct: torch.Tensor) -> RateCount:
+    outcomes = clean_correct.float()
+    return RateCount(int(clean_correct.sum()), len(clean_correct), outcomes)
+
+
+def attack_success(clean_correct: torch.Tensor, adv_correct: torch.Tensor) -> RateCount:
+    """ASR as DESIGN.md defines it: fooled among the images the target got right clean."""
+    fooled = clean_correct & ~adv_correct
+    outcomes = torch.where(clean_correct, fooled.float(), torch.full_like(fooled, float("nan"), dtype=torch.float))
+    return RateCount(int(fooled.sum()), int(clean_correct.sum()), outcomes)
+
+
+def param_count(model: nn.Module) -> int:
+    """Parameters, each shared tensor counted once; quantized Linear weights included."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    for module in model.modules():
+        if _is_dynamic_quantized_linear(module):
+            w, b = module._weight_bias()
+            total += w.numel() + (b.numel() if b is not None else 0)
+    return total
+
+
+def size_mb(model: nn.Module) -> float:
+    """Bytes of the serialized state_dict of the network (buffers of the wrapper excluded) / 1e6."""
+    net = model.net if isinstance(model, ModelWrapper) else model
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    return buffer.getbuffer().nbytes / 1e6
+
+
+def _is_dynamic_quantized_linear(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic") and hasattr(module, "_weight_bias")
+
+
+@contextmanager
+def _unfused_attention(model: nn.Module):
+    """timm's fused scaled_dot_product_attention is invisible to the flop counter on CPU;
+    count the explicit q @ k^T and attn @ v instead (same math)."""
+    switched = [m for m in model.modules() if getattr(m, "fused_attn", False) is True]
+    for m in switched:
+        m.fused_attn = False
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.fused_attn = True
+
+
+@torch.inference_mode()
+def gflops(model: ModelWrapper, input_size: int | None = None) -> float:
+    """Multiply-accumulates per image, in G (FlopCounterMode counts a MAC as 2 FLOPs).
+
+    Dynamic-INT8 Linear layers are invisible to the counter; a hook counts their MACs (the same
+    count as the FP32 layer: quantization changes the number format, not the arithmetic count).
+    """
+    size = input_size or model.info.input_size
+    x = torch.rand(1, 3, size, size)
+    quantized_macs = []
+
+    def count_linear(module, inputs, output):
+        quantized_macs.append(inputs[0].numel() // module.in_features * module.in_features * module.out_features)
+
+    hooks = [m.register_forward_hook(count_linear) for m in model.modules() if _is_dynamic_quantized_linear(m)]
+    model.eval()
+    try:
+        with _unfused_attention(model), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return (counter.get_total_flops() / 2 + sum(quantized_macs)) / 1e9
+
+
+@torch.inference_mode()
+def throughput(model: ModelWrapper, input_size: int | None = None, batch_size: int = 64,
+               warmup: int = 2, repeats: int = 5) -> float:
+    """Images per second: ``warmup`` untimed batches, then the median of ``repeats`` timed ones."""
+    size = input_size or model.info.input_size
+    x = torch.rand(batch_size, 3, size, size)
+    model.eval()
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    return batch_size / statistics.median(times)
+
+
+def default_batch_size(input_size: int) -> int:
+    """Throughput batch: 64 small images, 8 at ImageNet size (memory and time stay modest)."""
+    return 64 if input_size <= 64 else 8

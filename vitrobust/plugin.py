@@ -1,0 +1,268 @@
+"""The pytest plugin: YAML specs become test items, one per check.
+
+Collection: every ``*.yaml`` / ``*.yml`` file in a directory named ``specs`` (or given on the
+command line) is a spec file. Each spec becomes a collector named by its id and matrix values
+(``quantization[size=tiny]``) and each check an item named by its expanded text, so ``-k``
+selects by spec, model, attack or compression.
+
+One :class:`~vitrobust.engine.Engine` per session computes every measurement once; at the end
+the run is written as a report (Markdown, JSON, HTML), recorded in the results database and,
+when asked, compared with a baseline.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+RUN = pytest.StashKey[dict]()
+ENGINE = pytest.StashKey[object]()
+ONE_LINE_ERRORS = ()   # filled lazily: the library's ValueError subclasses for bad input
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("vitrobust", "vitrobust: adversarial robustness specs")
+    group.addoption("--vitrobust-data", metavar="SOURCE", default=None,
+                    help="data source for every spec: 'digits' (embedded default) or an ImageFolder path")
+    group.addoption("--vitrobust-zoo", metavar="FILE", default=None,
+                    help="zoo config YAML: point spec model names at other architectures/checkpoints")
+    group.addoption("--vitrobust-report-dir", metavar="DIR", default="reports",
+                    help="where reports/<run-id>/ and the 'latest' pointer are written (default: reports)")
+    group.addoption("--vitrobust-no-report", action="store_true",
+                    help="do not write reports or record the run in the database")
+    group.addoption("--vitrobust-db", metavar="PATH", default=None,
+                    help="results database (default: <report-dir>/vitrobust.sqlite)")
+    group.addoption("--vitrobust-inconclusive", choices=("fail", "skip", "xfail"), default=None,
+                    help="what an inconclusive check does (overrides the specs; default: as each spec says)")
+    group.addoption("--vitrobust-confidence", type=float, default=None,
+                    help="confidence level of paired tests and intervals (overrides the specs)")
+    group.addoption("--vitrobust-save-baseline", metavar="NAME", default=None,
+                    help="save this run as the named baseline")
+    group.addoption("--vitrobust-baseline", metavar="NAME", default=None,
+                    help="compare with the named baseline; regressions fail the session")
+    group.addoption("--vitrobust-asr-margin", type=float, default=0.05,
+                    help="ASR rise tolerated against the baseline before it is a regression (default 0.05)")
+    group.addoption("--vitrobust-no-progress", action="store_true", help="no progress bars")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "vitrobust_spec(id): a check collected from a vitrobust spec")
+    config.stash[RUN] = {"checks": {}}
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if file_path.suffix in (".yaml", ".yml") and (
+            file_path.parent.name == "specs" or _given_on_command_line(parent.config, file_path)):
+        return SpecFile.from_parent(parent, path=file_path)
+    return None
+
+
+def _given_on_command_line(config, path: Path) -> bool:
+    return any(Path(arg.split("::")[0]).resolve() == path.resolve() for arg in config.args)
+
+
+def _one_line_errors():
+    from .attacks import AttackError
+    from .compress import CompressionError
+    from .data import DataError
+    from .engine import EngineError
+    from .expr import ExprError
+    from .spec import SpecError
+    from .zoo import CheckpointError
+
+    return (AttackError, CompressionError, DataError, EngineError, ExprError, SpecError, CheckpointError)
+
+
+class SpecFile(pytest.File):
+    """A YAML file of one or more specs."""
+
+    def collect(self):
+        from .attacks import list_attacks
+        from .spec import load_spec_file
+
+        specs = load_spec_file(self.path, known_models=_known_model, known_attacks=lambda a: a in list_attacks())
+        for spec in specs:
+            groups: dict[tuple, list] = {}
+            for check in spec.checks:
+                groups.setdefault(tuple(sorted(check.params.items())), []).append(check)
+            for params, checks in groups.items():
+                label = ",".join(f"{k}={v}" for k, v in params)
+                name = f"{spec.id}[{label}]" if label else spec.id
+                yield SpecNode.from_parent(self, name=name, spec=spec, checks=checks)
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, _one_line_errors()):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+def _known_model(name: str) -> bool:
+    """A spec's model name is known if its base is registered (or aliased by a zoo config) and
+    every suffix is a known compression."""
+    from .compress import CompressionError, parse_suffix
+    from .zoo import split_name
+    from .zoo.registry import is_registered
+
+    base, suffixes = split_name(name)
+    if not (is_registered(base) or base in _ZOO_ALIASES):
+        return False
+    try:
+        for suffix in suffixes:
+            parse_suffix(suffix)
+    except CompressionError:
+        return False
+    return True
+
+
+_ZOO_ALIASES: set[str] = set()
+
+
+class SpecNode(pytest.Collector):
+    """One spec at one point of its matrix."""
+
+    def __init__(self, *, spec, checks, **kwargs):
+        super().__init__(**kwargs)
+        self.spec, self.checks = spec, checks
+        self.add_marker(pytest.mark.vitrobust_spec(spec.id))
+
+    def collect(self):
+        for check in self.checks:
+            item = CheckItem.from_parent(self, name=check.text, spec=self.spec, check=check)
+            if check.xfail:
+                # strict: a claim that starts to hold again must be noticed and the xfail removed
+                item.add_marker(pytest.mark.xfail(reason=check.xfail, strict=True, raises=CheckFailed))
+            yield item
+
+
+class CheckFailed(AssertionError):
+    """A check's verdict was 'fails' (or 'inconclusive' under policy fail)."""
+
+
+class CheckItem(pytest.Item):
+    def __init__(self, *, spec, check, **kwargs):
+        super().__init__(**kwargs)
+        self.spec, self.check = spec, check
+
+    def runtest(self):
+        config = self.config
+        engine = session_engine(config)
+        confidence = config.getoption("vitrobust_confidence") or self.spec.confidence
+        verdict = engine.evaluate(self.check.node, self.spec.attacks, self.spec.data, self.spec.id, confidence)
+        policy = (config.getoption("vitrobust_inconclusive") or self.check.inconclusive
+                  or self.spec.inconclusive or "fail")
+        config.stash[RUN]["checks"][self.nodeid] = {
+            "spec": self.spec.id, "nodeid": self.nodeid, "check": self.check.text,
+            "params": dict(self.check.params), "claim": self.check.claim, "status": verdict.status,
+            "outcome": None, "xfail_reason": self.check.xfail, "message": verdict.message,
+            "values": dict(verdict.values), "statistic": verdict.statistic, "p_value": verdict.p_value,
+            "intervals": {k: list(v) for k, v in verdict.intervals.items()},
+        }
+        if verdict.status == "holds":
+            return
+        if verdict.status == "inconclusive" and policy == "skip":
+            pytest.skip(f"inconclusive at confidence {confidence}: {verdict.statistic}")
+        if verdict.status == "inconclusive" and policy == "xfail":
+            pytest.xfail(f"inconclusive at confidence {confidence}: {verdict.statistic}")
+        raise CheckFailed(f"{verdict.status}: {self.check.text}\n{verdict.message}")
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, CheckFailed):
+            claim = f"claim: {self.check.claim}\n" if self.check.claim else ""
+            return f"{claim}{excinfo.value}"
+        if isinstance(excinfo.value, _one_line_errors()):
+            return f"{excinfo.value.__class__.__name__}: {excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, self.check.line, f"{self.spec.id}: {self.check.text}"
+
+
+def session_engine(config):
+    """The session's engine, created on first use (so collection alone never builds models)."""
+    if ENGINE not in config.stash:
+        from .engine import Engine, ZooConfig
+
+        zoo_path = config.getoption("vitrobust_zoo")
+        zoo = ZooConfig.load(zoo_path) if zoo_path else None
+        config.stash[ENGINE] = Engine(
+            data_source=config.getoption("vitrobust_data"), zoo=zoo,
+            progress=not config.getoption("vitrobust_no_progress"),
+            confidence=config.getoption("vitrobust_confidence") or 0.95)
+    return config.stash[ENGINE]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session):
+    zoo_path = session.config.getoption("vitrobust_zoo")
+    if zoo_path:
+        from .engine import ZooConfig
+
+        _ZOO_ALIASES.update(ZooConfig.load(zoo_path).models)
+
+
+def pytest_runtest_logreport(report):
+    record = _RECORDS.get(report.nodeid)
+    if record is None:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        if hasattr(report, "wasxfail"):
+            record["outcome"] = "xfailed" if report.skipped else "xpassed"
+        else:
+            record["outcome"] = report.outcome
+
+
+_RECORDS: dict[str, dict] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if isinstance(item, CheckItem):
+        # make the record visible to logreport even before runtest fills it in
+        item.config.stash[RUN]["checks"].setdefault(item.nodeid, {
+            "spec": item.spec.id, "nodeid": item.nodeid, "check": item.check.text,
+            "params": dict(item.check.params), "claim": item.check.claim, "status": "error",
+            "outcome": None, "xfail_reason": item.check.xfail, "message": "", "values": {},
+            "statistic": "", "p_value": None, "intervals": {}})
+        _RECORDS[item.nodeid] = item.config.stash[RUN]["checks"][item.nodeid]
+    yield
+
+
+def pytest_sessionfinish(session, exitstatus):
+    config = session.config
+    checks = config.stash[RUN]["checks"]
+    if not checks or config.getoption("vitrobust_no_report") or ENGINE not in config.stash:
+        return
+    from .run import finish_run
+
+    summary = finish_run(config.stash[ENGINE], list(checks.values()), _options(config))
+    config.stash[RUN]["summary"] = summary
+    config.cache.set("vitrobust/last_run", summary.get("run_id"))
+    if summary.get("regressions"):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _options(config) -> dict:
+    report_dir = Path(config.getoption("vitrobust_report_dir"))
+    if not report_dir.is_absolute():
+        report_dir = Path(config.rootpath) / report_dir
+    return {
+        "report_dir": report_dir,
+        "db": config.getoption("vitrobust_db") or str(report_dir / "vitrobust.sqlite"),
+        "save_baseline": config.getoption("vitrobust_save_baseline"),
+        "baseline": config.getoption("vitrobust_baseline"),
+        "asr_margin": config.getoption("vitrobust_asr_margin"),
+        "confidence": config.getoption("vitrobust_confidence") or 0.95,
+        "data": config.getoption("vitrobust_data"),
+        "zoo": config.getoption("vitrobust_zoo"),
+        "args": list(config.invocation_params.args),
+        "cwd": os.getcwd(),
+    }
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    summary = config.stash[RUN].get("summary")
+    if not summary:
+        return
+    terminalreporter.section("vitrobust")
+    terminalreporter.write_line(summary["text"])

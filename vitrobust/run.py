@@ -1,0 +1,86 @@
+"""Finishing a run: assemble the run record, write reports, record it, apply baselines.
+
+Shared by the pytest plugin and the CLI so both produce the same artifacts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import secrets
+import subprocess
+from pathlib import Path
+
+from . import __version__
+
+
+def new_run_id() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def versions() -> dict:
+    import foolbox
+    import timm
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "timm": timm.__version__, "foolbox": foolbox.__version__, "vitrobust": __version__}
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def build_run_record(engine, checks: list[dict], options: dict, run_id: str, started: str) -> dict:
+    parts = engine.run_record_parts()
+    return {
+        "run_id": run_id, "started": started,
+        "finished": dt.datetime.now().isoformat(timespec="seconds"),
+        "git_commit": git_commit(options.get("cwd")), "versions": versions(),
+        "config": {"data": engine.data_source, "zoo": options.get("zoo"),
+                   "confidence": options.get("confidence", 0.95), "args": options.get("args", [])},
+        "models": parts["models"], "measurements": parts["measurements"], "checks": checks,
+        "artifacts": parts["artifacts"], "warnings": parts["warnings"],
+    }
+
+
+def finish_run(engine, checks: list[dict], options: dict) -> dict:
+    """Write reports and the database row for this run; compare with a baseline if asked.
+
+    Returns {run_id, report paths, regressions, text} where text is the terminal summary.
+    """
+    from .report import terminal_summary, write_reports
+    from .store import Store
+
+    started = getattr(engine, "started", None) or dt.datetime.now().isoformat(timespec="seconds")
+    store = Store(options["db"])
+    run_id = store.begin_run({"started": started, "git_commit": git_commit(options.get("cwd")),
+                              "versions": versions(), "config": {"data": engine.data_source}})
+    run = build_run_record(engine, checks, options, run_id, started)
+    store.record(run)
+    paths = write_reports(run, Path(options["report_dir"]))
+    lines = [terminal_summary(run)]
+    regressions = []
+    if options.get("save_baseline"):
+        store.save_baseline(options["save_baseline"], run_id)
+        lines.append(f"saved run {run_id} as baseline {options['save_baseline']!r}")
+    if options.get("baseline"):
+        from tabulate import tabulate
+
+        from .gate import compare
+
+        baseline = store.baseline_run(options["baseline"])
+        regressions = compare(run, baseline, asr_margin=options.get("asr_margin", 0.05),
+                              confidence=options.get("confidence", 0.95))
+        if regressions:
+            rows = [r.row() if hasattr(r, "row") else r for r in regressions]
+            lines.append(f"REGRESSIONS against baseline {options['baseline']!r}:\n"
+                         + tabulate(rows, headers="keys" if rows and isinstance(rows[0], dict) else ()))
+        else:
+            lines.append(f"no regressions against baseline {options['baseline']!r}")
+    report_path = paths.get("html") or next(iter(paths.values()), None)
+    lines.append(f"report: {report_path}")
+    return {"run_id": run_id, "paths": paths, "regressions": regressions, "text": "\n".join(lines)}
