@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from vitrobust.zoo import CheckpointError, ModelInfo, ModelWrapper, list_models, load_checkpoint, load_model
+from vitrobust.zoo import build, cache
+
+
+def test_default_zoo_is_registered():
+    names = list_models()
+    for name in ("deit_tiny", "deit_small", "deit_base", "cnn_small",
+                 "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224"):
+        assert name in names
+    assert list_models("deit_*_patch16_224") == [
+        "deit_base_patch16_224", "deit_small_patch16_224", "deit_tiny_patch16_224"]
+
+
+def test_default_sizes_keep_the_paper_ordering():
+    from vitrobust.zoo.deit import deit_base, deit_small, deit_tiny
+
+    counts = [sum(p.numel() for p in b().parameters()) for b in (deit_tiny, deit_small, deit_base)]
+    assert counts == sorted(counts) and len(set(counts)) == 3
+    assert deit_tiny().patch_embed.num_patches == 64
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(KeyError, match="unknown model 'deit_huge'"):
+        load_model("deit_huge")
+
+
+def test_wrapper_normalizes_and_averages_heads():
+    class TwoHeads(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :3], torch.zeros(len(x), 3)
+
+    wrapper = ModelWrapper(TwoHeads(), ModelInfo("two"), mean=(0.5,) * 3, std=(0.25,) * 3)
+    out = wrapper(torch.ones(2, 3, 1, 1))
+    assert out.shape == (2, 3)
+    assert torch.allclose(out, torch.full((2, 3), 1.0))   # ((1 - 0.5) / 0.25 + 0) / 2
+
+
+def test_trained_model_is_accurate_and_cached(vit_model, digits_test, monkeypatch):
+    acc = (vit_model.predict(digits_test.images) == digits_test.labels).float().mean().item()
+    assert acc > 0.8
+    # a second build in a fresh process state loads from the disk cache: training must not run
+    monkeypatch.setattr(build, "_LOADED", {})
+    monkeypatch.setattr(build, "fit", lambda *a, **k: pytest.fail("retrained despite the cache"))
+    again = load_model("vit_fixture", progress=False)
+    assert again.info.weight_hash == vit_model.info.weight_hash
+
+
+def test_cache_key_changes_with_recipe_and_data():
+    a = cache.cache_key("m", {"epochs": 1}, "data1")
+    assert a != cache.cache_key("m", {"epochs": 2}, "data1")
+    assert a != cache.cache_key("m", {"epochs": 1}, "data2")
+    assert a == cache.cache_key("m", {"epochs": 1}, "data1")
+
+
+def test_corrupt_cache_file_is_a_miss(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITROBUST_CACHE", str(tmp_path))
+    cache.save_weights("m", "k", {"w": torch.ones(2)})
+    path = next((tmp_path / "models").glob("m-k.pt"))
+    path.write_bytes(b"garbage")
+    assert cache.load_weights("m", "k") is None
+
+
+def test_full_size_model_loads_a_local_checkpoint(tmp_path):
+    model = load_model("deit_tiny_patch16_224", progress=False)
+    state = {k: torch.full_like(v, 0.01) for k, v in model.net.state_dict().items()}
+    path = tmp_path / "deit_tiny.pth"
+    torch.save({"model": state}, path)   # the layout of DeiT's released checkpoints
+    loaded = load_model("deit_tiny_patch16_224", checkpoint=str(path), progress=False)
+    assert torch.allclose(loaded.net.head.weight, torch.full_like(loaded.net.head.weight, 0.01))
+    assert loaded.info.input_size == 224
+
+
+def test_checkpoint_with_wrong_shape_or_foreign_keys_is_clear(tmp_path):
+    net = load_model("vit_fixture", progress=False).net
+    state = dict(net.state_dict())
+    state["head.weight"] = torch.zeros(3, 3)
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "bad.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"bad.pt: .*shape mismatch for head.weight.*unexpected keys \['extra.weight'\]"):
+        load_checkpoint(net, path)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(net, tmp_path / "missing.pt")
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CheckpointError, match="not a loadable weights-only checkpoint"):
+        load_checkpoint(torch.nn.Linear(1, 1), path)
