@@ -1,0 +1,104 @@
+"""End to end: real specs, collected by the plugin, run on real (tiny, trained) models."""
+import json
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+SPEC = """
+id: e2e
+about: end-to-end check of the plugin on the trained fixture models
+data: {split: test, limit: 160}
+attacks:
+  fgsm: {name: fgsm, eps: 2/255}
+  pgd: {name: pgd, eps: 4/255, steps: 5}
+matrix: {model: [vit_fixture, vit_fixture_wide]}
+checks:
+  - check: asr({model}, pgd) > asr({model}, fgsm)
+    claim: PGD is stronger than FGSM
+  - check: acc({model}) > 0.5
+    only: {model: [vit_fixture]}
+  - size_mb(vit_fixture) < size_mb(vit_fixture_wide)
+  - transfer(cnn_fixture -> {model}, pgd) < asr({model}, pgd)
+"""
+
+FALSE_SPEC = """
+id: false_claim
+about: a property that is false on the fixture must fail and show its numbers
+attacks:
+  fgsm: {name: fgsm, eps: 2/255}
+  pgd: {name: pgd, eps: 4/255, steps: 5}
+data: {limit: 160}
+checks:
+  - asr(vit_fixture, fgsm) > asr(vit_fixture, pgd)
+  - check: size_mb(vit_fixture) > size_mb(vit_fixture_wide)
+    xfail: the wide fixture is larger by construction
+"""
+
+
+@pytest.fixture
+def spec_dir(pytester):
+    (pytester.path / "specs").mkdir()
+    return pytester.path / "specs"
+
+
+def _run(pytester, *args):
+    return pytester.runpytest_inprocess(
+        "specs", "-p", "no:randomly", "--vitrobust-no-progress",
+        f"--vitrobust-report-dir={pytester.path / 'reports'}", *args)
+
+
+def test_spec_checks_become_items_with_readable_ids(pytester, spec_dir):
+    (spec_dir / "e2e.yaml").write_text(SPEC)
+    result = pytester.runpytest_inprocess("specs", "--collect-only", "-q")
+    out = result.stdout.str()
+    assert "e2e[model=vit_fixture]::asr(vit_fixture, pgd) > asr(vit_fixture, fgsm)" in out
+    assert "e2e[model=vit_fixture_wide]::transfer(cnn_fixture -> vit_fixture_wide, pgd)" in out
+    assert "acc(vit_fixture_wide)" not in out          # restricted by `only:`
+    assert len([l for l in out.splitlines() if "::" in l]) == 7   # size check shared by both params
+
+
+def test_k_selects_by_model_and_attack(pytester, spec_dir):
+    (spec_dir / "e2e.yaml").write_text(SPEC)
+    out = pytester.runpytest_inprocess("specs", "--collect-only", "-q", "-k", "fgsm").stdout.str()
+    assert [l for l in out.splitlines() if "::" in l] and all("fgsm" in l for l in out.splitlines() if "::" in l)
+    out = pytester.runpytest_inprocess("specs", "--collect-only", "-q", "-k", "vit_fixture_wide").stdout.str()
+    assert all("vit_fixture_wide" in l for l in out.splitlines() if "::" in l)
+
+
+def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
+    (spec_dir / "e2e.yaml").write_text(SPEC)
+    result = _run(pytester)
+    result.assert_outcomes(passed=7)
+    out = result.stdout.str()
+    assert "vitrobust" in out and "report:" in out
+    latest = pytester.path / "reports" / "latest"
+    run = json.loads((latest / "report.json").read_text())
+    keys = {m["key"] for m in run["measurements"]}
+    assert "asr(vit_fixture, pgd)" in keys and "transfer(cnn_fixture -> vit_fixture, pgd)" in keys
+    # each measurement once, even though several checks use it
+    assert len(keys) == len(run["measurements"])
+    assert (latest / "report.md").exists()
+
+
+def test_false_property_fails_with_measured_values(pytester, spec_dir):
+    (spec_dir / "false.yaml").write_text(FALSE_SPEC)
+    result = _run(pytester)
+    result.assert_outcomes(failed=1, xfailed=1)
+    out = result.stdout.str()
+    assert "asr(vit_fixture, fgsm)" in out and "asr(vit_fixture, pgd)" in out
+    assert "McNemar" in out or "bootstrap" in out
+
+
+def test_bad_spec_is_a_one_line_collection_error(pytester, spec_dir):
+    (spec_dir / "bad.yaml").write_text(textwrap.dedent("""
+        id: bad
+        about: typo in a key
+        atacks: {}
+        checks: [acc(vit_fixture) > 0.5]
+    """))
+    result = pytester.runpytest_inprocess("specs")
+    out = result.stdout.str()
+    assert "bad.yaml" in out and "unknown key 'atacks'" in out
+    assert "Traceback" not in out
