@@ -1,0 +1,293 @@
+"""Spec loading: expansion, defaults, and one-line errors naming file, line, spec and key."""
+import textwrap
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from vitrobust.expr import Chain, Measure
+from vitrobust.spec import Check, SpecError, load_spec_file, load_specs, parse_number
+
+GOOD = """\
+id: quantization
+about: INT8 dynamic quantization makes DeiT easier to attack
+data: {split: test, limit: 450}
+attacks:
+  sp: {name: salt_and_pepper, steps: 100, eps: 4.0, norm: l2}
+  pgd: {name: pgd, eps: 8/255, steps: 10}
+  pgd_on_int8: {name: pgd, eps: 2/255, strategy: straight-through}
+matrix: {size: [tiny, small, base]}
+confidence: 0.9
+checks:
+  - asr(deit_{size}:int8, sp) > asr(deit_{size}, sp)
+  - check: transfer(deit_{size}:int8 -> deit_{size}, sp) >= transfer(deit_{size} -> deit_{size}:int8, sp)
+    claim: "attacks transfer into INT8 ({size})"
+    xfail: "measured: equal on the digits zoo"
+    inconclusive: skip
+    only: {size: [tiny, small]}
+  - size_mb(deit_tiny:int8) < 0.35 * size_mb(deit_tiny)
+"""
+
+
+def write(tmp_path, text, name="spec.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def load_error(tmp_path, text, **kw) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_spec_file(path, **kw)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    return message
+
+
+def replace(old, new, text=GOOD):
+    assert old in text
+    return text.replace(old, new)
+
+
+# ------------------------------------------------------------------------------------------
+# a good spec
+# ------------------------------------------------------------------------------------------
+def test_good_spec_loads_and_expands(tmp_path):
+    [spec] = load_spec_file(write(tmp_path, GOOD))
+    assert spec.id == "quantization" and spec.confidence == 0.9 and spec.inconclusive == "fail"
+    assert spec.data == {"source": None, "split": "test", "limit": 450}
+    assert spec.attacks["pgd"] == {"name": "pgd", "eps": pytest.approx(8 / 255), "steps": 10}
+    assert spec.attacks["pgd_on_int8"]["strategy"] == "straight-through"
+    assert spec.matrix == {"size": ["tiny", "small", "base"]}
+    texts = [c.text for c in spec.checks]
+    assert texts[:3] == [f"asr(deit_{s}:int8, sp) > asr(deit_{s}, sp)" for s in ("tiny", "small", "base")]
+    # only: restricts the second check to two sizes; the third names no placeholder: one item
+    assert len(spec.checks) == 3 + 2 + 1
+    c = spec.checks[4]
+    assert isinstance(c, Check) and c.params == {"size": "small"} and c.param_id == "size=small"
+    assert c.claim == "attacks transfer into INT8 (small)"
+    assert c.xfail == "measured: equal on the digits zoo" and c.inconclusive == "skip"
+    assert c.template.startswith("transfer(deit_{size}:int8")
+    assert c.line == 12
+    assert spec.checks[0].line == 11 and spec.checks[-1].line == 17
+    assert spec.checks[-1].params == {} and spec.checks[-1].param_id == ""
+    assert isinstance(c.node, Chain)
+    assert Measure("transfer", "deit_small", "deit_small:int8", c.node.operands[0].attack) in c.measures
+    assert hash(c) == hash(c)
+
+
+def test_defaults_and_shorthand(tmp_path):
+    [spec] = load_spec_file(write(tmp_path, """\
+        id: tiny-spec
+        about: minimal
+        attacks: {fgsm: fgsm}
+        checks: ["asr(m, fgsm) >= 0"]
+    """))
+    assert spec.data == {"source": None, "split": "test", "limit": None}
+    assert spec.attacks == {"fgsm": {"name": "fgsm"}}
+    assert spec.matrix == {} and spec.confidence == 0.95 and spec.inconclusive == "fail"
+    assert spec.checks[0].claim is None and spec.checks[0].xfail is None
+
+
+def test_list_of_specs_and_numbers(tmp_path):
+    specs = load_spec_file(write(tmp_path, """\
+        - id: a
+          about: first
+          attacks: {x: {name: pgd, eps: "1e-3", alpha: 0.5, steps: 3, sizes: [1/2, 4]}}
+          checks: ["asr(m, x) > 0"]
+        - id: b
+          about: second
+          matrix: {keep: [0.7, 0.5]}
+          attacks: {x: {name: pgd}}
+          checks: ["asr(m:prune{keep}, x) > 0"]
+    """))
+    assert [s.id for s in specs] == ["a", "b"]
+    assert specs[0].attacks["x"] == {"name": "pgd", "eps": 0.001, "alpha": 0.5, "steps": 3, "sizes": [0.5, 4]}
+    assert [c.text for c in specs[1].checks] == ["asr(m:prune0.7, x) > 0", "asr(m:prune0.5, x) > 0"]
+    assert specs[1].checks[0].params == {"keep": 0.7}
+
+
+def test_yaml_merge_keys_are_not_duplicates(tmp_path):
+    [spec] = load_spec_file(write(tmp_path, """\
+        id: merged
+        about: attacks sharing defaults
+        attacks:
+          pgd: &pgd {name: pgd, eps: 8/255, steps: 10}
+          pgd2: {<<: *pgd, eps: 2/255}
+        checks: ["asr(m, any[pgd, pgd2]) > asr(m, pgd2)"]
+    """))
+    assert spec.attacks["pgd2"] == {"name": "pgd", "eps": pytest.approx(2 / 255), "steps": 10}
+
+
+def test_matrix_cartesian_product_in_declared_order(tmp_path):
+    [spec] = load_spec_file(write(tmp_path, """\
+        id: grid
+        about: two axes
+        matrix: {size: [tiny, small], keep: [0.7, 0.5]}
+        attacks: {x: {name: pgd}}
+        checks: ["asr(deit_{size}:prune{keep}, x) < asr(deit_{size}, x)"]
+    """))
+    assert [c.param_id for c in spec.checks] == [
+        "size=tiny,keep=0.7", "size=tiny,keep=0.5", "size=small,keep=0.7", "size=small,keep=0.5"]
+
+
+def test_known_callables_receive_whole_names(tmp_path):
+    seen_models, seen_attacks = [], []
+    load_spec_file(write(tmp_path, GOOD),
+                   known_models=lambda n: seen_models.append(n) or True,
+                   known_attacks=lambda n: seen_attacks.append(n) or True)
+    assert "deit_tiny:int8" in seen_models and "deit_base" in seen_models
+    assert len(seen_models) == len(set(seen_models))      # asked once per name
+    assert sorted(set(seen_attacks)) == ["pgd", "salt_and_pepper"]
+
+
+def test_load_specs_directory(tmp_path):
+    write(tmp_path, GOOD, "b.yaml")
+    write(tmp_path, replace("id: quantization", "id: other"), "a.yml")
+    write(tmp_path, "not: a spec", "notes.txt")
+    specs = load_specs(tmp_path)
+    assert [s.id for s in specs] == ["other", "quantization"]
+    assert load_specs([tmp_path / "b.yaml", str(tmp_path / "b.yaml")])[0].id == "quantization"
+
+
+# ------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------
+def test_unknown_top_level_key(tmp_path):
+    msg = load_error(tmp_path, replace("attacks:", "atacks:"))
+    assert msg.endswith("spec.yaml:4: spec 'quantization': unknown key 'atacks' (known: about, attacks, "
+                        "checks, confidence, data, id, inconclusive, matrix); did you mean 'attacks'?")
+
+
+def test_missing_field(tmp_path):
+    msg = load_error(tmp_path, """\
+        id: q
+        about: x
+        attacks: {pgd: {name: pgd}}
+    """)
+    assert msg.endswith("spec.yaml:1: spec 'q': missing field 'checks'")
+    msg = load_error(tmp_path, "about: x\nattacks: {pgd: {name: pgd}}\nchecks: ['1 < 2']\n")
+    assert "missing field 'id'" in msg
+
+
+def test_parse_error_names_check_and_column(tmp_path):
+    msg = load_error(tmp_path, replace("size_mb(deit_tiny:int8) < 0.35", "size_mb(deit_tiny:int8) < * 0.35"))
+    assert msg.endswith("spec.yaml:17: spec 'quantization': checks[2]: column 27: "
+                        "expected a number, '(' or a measure such as asr(model, attack), got '*'")
+
+
+def test_parse_error_in_expanded_check_names_params(tmp_path):
+    msg = load_error(tmp_path, replace("asr(deit_{size}:int8, sp) >", "asr(deit_{size}:int8 sp) >"))
+    assert ":11: spec 'quantization': checks[0] (size=tiny): column " in msg
+    assert "expected ',' after model name, got 'sp'" in msg
+
+
+def test_unknown_alias(tmp_path):
+    msg = load_error(tmp_path, replace("asr(deit_{size}, sp)", "asr(deit_{size}, pgdd)"))
+    assert msg.endswith(":11: spec 'quantization': checks[0] (size=tiny): unknown attack alias 'pgdd' "
+                        "(declared: pgd, pgd_on_int8, sp)")
+    msg = load_error(tmp_path, replace("0.35 * size_mb(deit_tiny)", "asr(m, any[pgd, nope])"))
+    assert "checks[2]: unknown attack alias 'nope'" in msg
+
+
+def test_unknown_attack_and_model(tmp_path):
+    msg = load_error(tmp_path, GOOD, known_attacks=lambda n: n != "salt_and_pepper")
+    assert msg.endswith("spec.yaml:5: spec 'quantization': attacks.sp: unknown attack 'salt_and_pepper'")
+    msg = load_error(tmp_path, GOOD, known_models=lambda n: n != "deit_small:int8")
+    assert msg.endswith(":11: spec 'quantization': checks[0] (size=small): unknown model 'deit_small:int8'")
+
+
+def test_unknown_placeholder(tmp_path):
+    msg = load_error(tmp_path, replace("size_mb(deit_tiny:int8)", "size_mb(deit_{sise}:int8)"))
+    assert msg.endswith(":17: spec 'quantization': checks[2]: unknown placeholder {sise} (matrix: size)")
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("id: quantization", "id: Quantization!", ":1: id: must match [a-z0-9_-]+"),
+    ("confidence: 0.9", "confidence: 0.3", ":9: spec 'quantization': confidence: must be a number in (0.5, 1)"),
+    ("confidence: 0.9", "inconclusive: maybe", "inconclusive: must be one of fail, skip, xfail"),
+    ("inconclusive: skip", "inconclusive: never", ":15: spec 'quantization': checks[1].inconclusive: must be one of"),
+    ("limit: 450", "limit: -3", ":3: spec 'quantization': data.limit: must be a positive integer"),
+    ("split: test", "splt: test", "data: unknown key 'splt'"),
+    ("strategy: straight-through", "strategy: magic", "attacks.pgd_on_int8.strategy: unknown strategy 'magic'"),
+    ("eps: 8/255", "eps: 8/0", ":6: spec 'quantization': attacks.pgd.eps: division by zero"),
+    ("{name: pgd, eps: 8/255, steps: 10}", "{eps: 8/255}", "attacks.pgd: missing field 'name'"),
+    ("  sp: {", "  any: {", "attacks: bad alias 'any'"),
+    ("only: {size: [tiny, small]}", "only: {size: [huge]}", "checks[1].only.size: value 'huge' is not in the matrix"),
+    ("only: {size: [tiny, small]}", "only: {sz: [tiny]}", "checks[1].only: unknown matrix key 'sz'"),
+    ("    claim:", "    claime:", ":13: spec 'quantization': checks[1]: unknown key 'claime'"),
+    ("xfail: \"measured: equal on the digits zoo\"", "xfail: true", "checks[1].xfail: must be a non-empty string"),
+    ("matrix: {size: [tiny, small, base]}", "matrix: {size: []}", "matrix.size: needs at least one value"),
+    ("matrix: {size: [tiny, small, base]}", "matrix: {size: [tiny, tiny]}", "matrix.size: values must be distinct"),
+    ("  - size_mb(deit_tiny:int8) < 0.35 * size_mb(deit_tiny)\n",
+     "  - asr(deit_tiny:int8, sp) > asr(deit_tiny, sp)\n", "checks[2]: duplicate check"),
+])
+def test_validation_errors(tmp_path, old, new, expected):
+    assert expected in load_error(tmp_path, replace(old, new))
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path):
+    msg = load_error(tmp_path, replace("matrix: {size: [tiny, small, base]}", "matrix: {size: [tiny, small, base}"))
+    assert "spec.yaml:8: YAML error" in msg
+    msg = load_error(tmp_path, GOOD + "id: again\n")
+    assert "spec.yaml:18: YAML error" in msg and "duplicate key 'id'" in msg
+
+
+def test_file_level_errors(tmp_path):
+    assert "empty spec file" in load_error(tmp_path, "")
+    assert "a mapping or a list" in load_error(tmp_path, "just text")
+    assert "spec #2: a spec must be a mapping" in load_error(tmp_path, "- " + GOOD.replace("\n", "\n  ") + "\n- 3\n")
+    msg = load_error(tmp_path, "- " + GOOD.replace("\n", "\n  ") + "\n- " + GOOD.replace("\n", "\n  "))
+    assert "duplicate spec id (also at line 1)" in msg
+    with pytest.raises(SpecError, match="no such spec file"):
+        load_specs(tmp_path / "missing")
+
+
+def test_duplicate_ids_across_files(tmp_path):
+    write(tmp_path, GOOD, "a.yaml")
+    write(tmp_path, GOOD, "b.yaml")
+    with pytest.raises(SpecError, match=r"b\.yaml:1: spec 'quantization': duplicate spec id \(also in .*a\.yaml:1\)"):
+        load_specs(tmp_path)
+
+
+def test_unsafe_yaml_is_rejected(tmp_path):
+    msg = load_error(tmp_path, "!!python/object/apply:os.system ['echo hacked']\n")
+    assert "YAML error" in msg
+
+
+# ------------------------------------------------------------------------------------------
+# properties
+# ------------------------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**6), st.integers(1, 10**6))
+def test_parse_number_fractions(num, den):
+    assert parse_number(f"{num}/{den}") == pytest.approx(float(Fraction(num, den)), rel=1e-12)
+    assert parse_number(f" {num} / {den} ") == pytest.approx(num / den, rel=1e-12)
+    assert parse_number(str(num)) == float(num)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(-1e6, 1e6, allow_nan=False))
+def test_parse_number_floats_and_passthrough(x):
+    assert parse_number(repr(x)) == x
+    assert parse_number(x) == x
+    assert parse_number("l2") == "l2" and parse_number("8/255x") == "8/255x"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True),
+       st.lists(st.integers(1, 9), min_size=1, max_size=3, unique=True),
+       st.booleans())
+def test_expansion_counts(tmp_path_factory, sizes, keeps, use_keep):
+    tmp = tmp_path_factory.mktemp("prop")
+    check = "acc(m_{size}:p{keep}) > 0" if use_keep else "acc(m_{size}) > 0"
+    [spec] = load_spec_file(write(tmp, f"""\
+        id: prop
+        about: expansion
+        matrix: {{size: [{", ".join(sizes)}], keep: [{", ".join(map(str, keeps))}]}}
+        attacks: {{x: {{name: pgd}}}}
+        checks: ["{check}", "acc(m) > 0"]
+    """))
+    assert len(spec.checks) == len(sizes) * (len(keeps) if use_keep else 1) + 1
+    assert len({c.text for c in spec.checks}) == len(spec.checks)
