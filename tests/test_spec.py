@@ -227,6 +227,11 @@ def test_validation_errors(tmp_path, old, new, expected):
     assert expected in load_error(tmp_path, replace(old, new))
 
 
+def test_unquoted_check_in_flow_list_gets_a_hint(tmp_path):
+    msg = load_error(tmp_path, "id: q\nabout: x\nattacks: {x: pgd}\nchecks: [asr(m, x) > 0]\n")
+    assert "checks[0]: column 6: expected ',' after model name, got end of input (unbalanced parentheses" in msg
+
+
 def test_yaml_syntax_error_is_one_line(tmp_path):
     msg = load_error(tmp_path, replace("matrix: {size: [tiny, small, base]}", "matrix: {size: [tiny, small, base}"))
     assert "spec.yaml:8: YAML error" in msg

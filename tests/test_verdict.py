@@ -1,5 +1,7 @@
 """Deciding checks from hand-made observations: each rule, the chain logic, and properties."""
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -274,3 +276,9 @@ def test_one_sided_decisions_use_a_1_minus_2alpha_interval():
     assert run("asr(q, x) > 0.69", q=a, confidence=0.975).status == "inconclusive"
     # a two-sided claim uses the 95% interval: 0.69 lies inside it
     assert run("asr(q, x) != 0.69", q=a).status == "inconclusive"
+
+
+def test_pure_python_layer_does_not_import_torch():
+    code = ("import sys, vitrobust.expr, vitrobust.spec, vitrobust.stats, vitrobust.verdict; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -419,7 +419,10 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
             try:
                 node = parse_check(text)
             except ExprError as e:
-                raise ctx.error(iline, label, str(e)) from None
+                hint = ""
+                if text.count("(") != text.count(")"):   # `checks: [asr(m, x) > 0]` splits at ','
+                    hint = " (unbalanced parentheses: quote a check that holds ',' inside a [...] list)"
+                raise ctx.error(iline, label, f"{e}{hint}") from None
             for m in measures(node):
                 if m.attack is not None:
                     for alias in m.attack.names:
