@@ -62,8 +62,8 @@ def test_good_spec_loads_and_expands(tmp_path):
     assert spec.matrix == {"size": ["tiny", "small", "base"]}
     texts = [c.text for c in spec.checks]
     assert texts[:3] == [f"asr(deit_{s}:int8, sp) > asr(deit_{s}, sp)" for s in ("tiny", "small", "base")]
-    # only: restricts the second check to two sizes; the third names no placeholder: one item
-    assert len(spec.checks) == 3 + 2 + 1
+    # only: restricts the second check to two sizes; every matrix cell holds the third check too
+    assert len(spec.checks) == 3 + 2 + 3
     c = spec.checks[4]
     assert isinstance(c, Check) and c.params == {"size": "small"} and c.param_id == "size=small"
     assert c.claim == "attacks transfer into INT8 (small)"
@@ -71,7 +71,8 @@ def test_good_spec_loads_and_expands(tmp_path):
     assert c.template.startswith("transfer(deit_{size}:int8")
     assert c.line == 12
     assert spec.checks[0].line == 11 and spec.checks[-1].line == 17
-    assert spec.checks[-1].params == {} and spec.checks[-1].param_id == ""
+    assert spec.checks[-1].params == {"size": "base"}
+    assert spec.checks[-1].text == spec.checks[-2].text == "size_mb(deit_tiny:int8) < 0.35 * size_mb(deit_tiny)"
     assert isinstance(c.node, Chain)
     assert Measure("transfer", "deit_small", "deit_small:int8", c.node.operands[0].attack) in c.measures
     assert hash(c) == hash(c)
@@ -87,6 +88,7 @@ def test_defaults_and_shorthand(tmp_path):
     assert spec.data == {"source": None, "split": "test", "limit": None}
     assert spec.attacks == {"fgsm": {"name": "fgsm"}}
     assert spec.matrix == {} and spec.confidence == 0.95 and spec.inconclusive == "fail"
+    assert spec.checks[0].params == {} and spec.checks[0].param_id == ""
     assert spec.checks[0].claim is None and spec.checks[0].xfail is None
 
 
@@ -173,7 +175,7 @@ def test_missing_field(tmp_path):
 
 def test_parse_error_names_check_and_column(tmp_path):
     msg = load_error(tmp_path, replace("size_mb(deit_tiny:int8) < 0.35", "size_mb(deit_tiny:int8) < * 0.35"))
-    assert msg.endswith("spec.yaml:17: spec 'quantization': checks[2]: column 27: "
+    assert msg.endswith("spec.yaml:17: spec 'quantization': checks[2] (size=tiny): column 27: "
                         "expected a number, '(' or a measure such as asr(model, attack), got '*'")
 
 
@@ -188,7 +190,7 @@ def test_unknown_alias(tmp_path):
     assert msg.endswith(":11: spec 'quantization': checks[0] (size=tiny): unknown attack alias 'pgdd' "
                         "(declared: pgd, pgd_on_int8, sp)")
     msg = load_error(tmp_path, replace("0.35 * size_mb(deit_tiny)", "asr(m, any[pgd, nope])"))
-    assert "checks[2]: unknown attack alias 'nope'" in msg
+    assert "checks[2] (size=tiny): unknown attack alias 'nope'" in msg
 
 
 def test_unknown_attack_and_model(tmp_path):
@@ -221,7 +223,7 @@ def test_unknown_placeholder(tmp_path):
     ("matrix: {size: [tiny, small, base]}", "matrix: {size: []}", "matrix.size: needs at least one value"),
     ("matrix: {size: [tiny, small, base]}", "matrix: {size: [tiny, tiny]}", "matrix.size: values must be distinct"),
     ("  - size_mb(deit_tiny:int8) < 0.35 * size_mb(deit_tiny)\n",
-     "  - asr(deit_tiny:int8, sp) > asr(deit_tiny, sp)\n", "checks[2]: duplicate check"),
+     "  - asr(deit_tiny:int8, sp) > asr(deit_tiny, sp)\n", "checks[2] (size=tiny): duplicate check"),
 ])
 def test_validation_errors(tmp_path, old, new, expected):
     assert expected in load_error(tmp_path, replace(old, new))
@@ -294,5 +296,7 @@ def test_expansion_counts(tmp_path_factory, sizes, keeps, use_keep):
         attacks: {{x: {{name: pgd}}}}
         checks: ["{check}", "acc(m) > 0"]
     """))
-    assert len(spec.checks) == len(sizes) * (len(keeps) if use_keep else 1) + 1
-    assert len({c.text for c in spec.checks}) == len(spec.checks)
+    cells = len(sizes) * len(keeps)
+    assert len(spec.checks) == 2 * cells                      # every cell holds both checks
+    assert len({(c.text, c.param_id) for c in spec.checks}) == len(spec.checks)
+    assert len({c.text for c in spec.checks}) == (cells if use_keep else len(sizes)) + 1

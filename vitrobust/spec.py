@@ -22,8 +22,9 @@ A spec file holds one spec (a mapping) or a list of them::
 
 Numeric strings in attack parameters ("8/255", "0.5", "1e-3") become floats through a small
 fraction parser (never ``eval``). An attack may also be given as ``alias: registry_name``.
-A check is expanded only over the matrix keys its text uses, so a check that names no
-placeholder is one item, not one per matrix cell. YAML is read with a subclass of
+Every check is expanded over the whole matrix (restricted by its ``only:``), so each matrix
+cell holds every check -- also one that names no placeholder, which then appears once per cell
+with the same text (the engine measures it once). YAML is read with a subclass of
 ``yaml.SafeLoader`` that only records line numbers: no arbitrary objects are ever built.
 """
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Check:
     spec_id: str
     text: str                 # expanded, e.g. asr(deit_tiny:int8, sp) > asr(deit_tiny, sp)
     template: str             # as written, e.g. asr(deit_{size}:int8, sp) > asr(deit_{size}, sp)
-    params: dict              # matrix values used, e.g. {"size": "tiny"}
+    params: dict              # this matrix cell, e.g. {"size": "tiny"} ({} without a matrix)
     claim: Optional[str]
     xfail: Optional[str]      # reason the claim is expected not to reproduce, or None
     inconclusive: str         # fail | skip | xfail
@@ -385,14 +386,11 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
             mode = _parse_choice(item["inconclusive"], INCONCLUSIVE, ctx,
                                  _value_line(item_map, "inconclusive", iline), f"{where}.inconclusive")
         # placeholders: every {x} must name a matrix key
-        used = []
         for name in _PLACEHOLDER.findall(template):
             if name not in matrix:
                 declared = f"matrix: {', '.join(matrix)}" if matrix else "no matrix declared"
                 raise ctx.error(iline, where, f"unknown placeholder {{{name}}} ({declared})")
-            if name not in used:
-                used.append(name)
-        used.sort(key=list(matrix).index)            # expand in the matrix's declared order
+        used = list(matrix)                           # every cell holds every check (declared order)
         choices = {k: list(matrix[k]) for k in used}
         only = item.get("only")
         if only is not None:
@@ -409,9 +407,8 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
                     if _text(v) not in allowed:
                         raise ctx.error(_value_line(only, key, oline), f"{where}.only.{key}",
                                         f"value {v!r} is not in the matrix ({', '.join(map(_text, matrix[key]))})")
-                if key in choices:
-                    wanted = {_text(v) for v in values}
-                    choices[key] = [v for v in choices[key] if _text(v) in wanted]
+                wanted = {_text(v) for v in values}
+                choices[key] = [v for v in choices[key] if _text(v) in wanted]
         for combo in itertools.product(*(choices[k] for k in used)):
             params = dict(zip(used, combo))
             label = f"{where} ({', '.join(f'{k}={_text(v)}' for k, v in params.items())})" if params else where
@@ -433,9 +430,10 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
                     for model in (m.source, m.model):
                         if model is not None and not known_models(model):
                             raise ctx.error(iline, label, f"unknown model {model!r}")
-            if text in seen:
-                raise ctx.error(iline, label, f"duplicate check {text!r} (also {seen[text]})")
-            seen[text] = label
+            ident = (text, tuple(map(_text, combo)))
+            if ident in seen:
+                raise ctx.error(iline, label, f"duplicate check {text!r} (also {seen[ident]})")
+            seen[ident] = label
             out.append(Check(spec_id=spec_id, text=text, template=template, params=params,
                              claim=_substitute(claim, params) if claim else None,
                              xfail=_substitute(xfail, params) if xfail else None,
