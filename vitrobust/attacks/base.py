@@ -5,25 +5,45 @@ default) and then called on a model and a batch of pixel-space images in [0, 1].
 adversarial images of the same shape. Scoring (which images were fooled, on which target) is the
 engine's job, so one set of adversarial images serves every target model.
 
+Every attack class declares: ``name``, ``norms`` (the first is its default), ``needs_grad``
+(white-box) and ``universal`` (one perturbation fitted on a fit split, scored on another); its
+constructor takes ``eps``, ``norm``, ``seed`` and its own parameters, every one with a default.
+The class docstring names the paper, the norm and the arguments. :func:`describe` lists them.
+
 Universal attacks (``universal = True``) are fitted on one split and applied to another; they
 implement :meth:`UniversalAttack.fit` and return the perturbation.
 """
 from __future__ import annotations
 
+import hashlib
 import inspect
+import math
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..zoo.wrapper import ModelWrapper
 
 NORMS = ("linf", "l2", "l0", "spatial", "none")
+UNBOUNDED = "an unbounded minimization attack succeeds almost always and says nothing"
 
 
 class AttackError(ValueError):
     """A bad attack request: unknown name or argument, or a gradient attack on a model without
     gradients. The message is one line and names what to do instead."""
+
+
+def check_budget(name: str, eps) -> float:
+    """``eps`` as a float, or AttackError unless it is a finite positive number."""
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise AttackError(f"{name}: eps must be a finite positive number ({UNBOUNDED}), got {eps!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise AttackError(f"{name}: eps must be a finite positive number ({UNBOUNDED}), got {eps!r}")
+    return value
 
 
 class Attack:
@@ -38,13 +58,18 @@ class Attack:
                  batch_size: int = 256):
         if norm not in self.norms:
             raise AttackError(f"{self.name}: norm {norm!r} not supported; use one of {', '.join(self.norms)}")
-        if not eps > 0:
-            raise AttackError(f"{self.name}: eps must be > 0 (an unbounded attack says nothing), got {eps}")
-        self.eps, self.norm, self.seed, self.batch_size = float(eps), norm, int(seed), int(batch_size)
+        self.eps = check_budget(self.name, eps)
+        self.norm, self.seed, self.batch_size = norm, int(seed), int(batch_size)
+        if self.batch_size < 1:
+            raise AttackError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
 
     # -- the threat model, as the report and the adversarial cache see it -----------------------
     def threat_model(self) -> dict:
-        """Every constructor argument with its value: the attack's identity."""
+        """Every constructor argument with its value: the attack's identity.
+
+        ``batch_size`` stays in: random attacks draw their noise per batch, so it can change
+        the result (gradient attacks sum the loss over images and do not depend on it).
+        """
         return {"attack": self.name, **{k: getattr(self, k) for k in sorted(init_parameters(type(self)))}}
 
     def __repr__(self) -> str:
@@ -66,16 +91,61 @@ class Attack:
 
 
 class UniversalAttack(Attack):
-    """One perturbation fitted on a fit split, then added to every image of a disjoint split."""
+    """One perturbation fitted on a fit split, then added to every image of a disjoint split.
+
+    Calling a universal attack like any other (``attack(model, images, labels)``) fits on those
+    same images and applies to them: that is an upper bound, not a UAP score. The engine uses
+    :meth:`fit_eval`, which refuses overlapping splits.
+    """
 
     universal = True
 
     def fit(self, model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The universal perturbation, shape (1, C, H, W), inside the eps ball."""
         raise NotImplementedError
 
     @staticmethod
     def apply(delta: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         return (images + delta).clamp(0, 1)
+
+    def perturb(self, model, images, labels, generator):
+        return self.apply(self.fit(model, images, labels), images)
+
+    def __call__(self, model, images, labels):
+        check_applicable(self, model)
+        model.eval()
+        return self.apply(self.fit(model, images, labels), images)
+
+    def fit_eval(self, model: ModelWrapper, fit_data, eval_data) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fit on ``fit_data``, apply to ``eval_data``; ``(delta, adversarial eval images)``.
+
+        Each data argument is a ``Dataset`` (``.images``, ``.labels``) or an ``(images, labels)``
+        pair. An image present in both splits (same content hash) is an AttackError: a UAP
+        scored on its own fit images measures memorization, not universality.
+        """
+        fit_x, fit_y = _unpack(fit_data)
+        eval_x, _ = _unpack(eval_data)
+        shared = set(image_hashes(fit_x)) & set(image_hashes(eval_x))
+        if shared:
+            raise AttackError(f"{self.name}: fit and eval splits share {len(shared)} image(s); "
+                              f"fit a universal perturbation on a disjoint split (e.g. val) and score on test")
+        check_applicable(self, model)
+        model.eval()
+        delta = self.fit(model, fit_x, fit_y).detach()
+        return delta, self.apply(delta, eval_x)
+
+
+def _unpack(data) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        return data.images, data.labels
+    images, labels = data
+    return images, labels
+
+
+def image_hashes(images: torch.Tensor) -> list[str]:
+    """A sha256 of each image's float32 bytes: equal content, equal hash."""
+    array = np.ascontiguousarray(images.detach().to(torch.float32).cpu().numpy())
+    return [hashlib.sha256(a.tobytes()).hexdigest() for a in array]
 
 
 def check_applicable(attack: Attack, model: ModelWrapper) -> None:
@@ -83,27 +153,58 @@ def check_applicable(attack: Attack, model: ModelWrapper) -> None:
         raise AttackError(
             f"{attack.name} needs gradients, but {model.name} has none (quantized); attack it with "
             f"a black-box attack ({', '.join(black_box_attacks()) or 'none registered'}), by "
-            f"transfer from a surrogate, or with a straight-through strategy")
+            f"transfer from a surrogate (strategy 'transfer:<model>'), or with strategy 'straight-through'")
 
 
 def input_gradient(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor,
                    loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
-    """(d loss / d images, logits) for a batch: one forward and one backward pass."""
+    """(d loss / d images, logits) for a batch: one forward and one backward pass.
+
+    The loss is summed over images, so each image's gradient is its own (batch-independent).
+    """
     x = images.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
         value = F.cross_entropy(logits, labels, reduction="sum")
         (grad,) = torch.autograd.grad(value, x)
+    if grad is None:  # a model without gradients that slipped past check_applicable
+        raise AttackError(f"{model.name}: no input gradient (non-differentiable model)")
     return grad, logits.detach()
 
 
-def init_parameters(cls: type) -> set[str]:
-    """Names of every constructor argument along the class hierarchy."""
-    names = set()
+def _signatures(cls: type) -> list[inspect.Signature]:
+    """Constructor signatures from ``cls`` up the hierarchy, stopping at the first one without
+    ``**kwargs`` (a subclass that lists its arguments hides its parents' ones)."""
+    sigs = []
     for klass in cls.__mro__:
         if "__init__" in vars(klass) and klass is not object:
-            names |= set(inspect.signature(klass.__init__).parameters) - {"self", "args", "kwargs"}
-    return names
+            sig = inspect.signature(klass.__init__)
+            sigs.append(sig)
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+                break
+    return sigs
+
+
+def _arguments(cls: type):
+    for sig in _signatures(cls):
+        for p in sig.parameters.values():
+            if p.name != "self" and p.kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                   inspect.Parameter.VAR_KEYWORD):
+                yield p
+
+
+def init_parameters(cls: type) -> set[str]:
+    """Names of every constructor argument ``cls`` accepts."""
+    return {p.name for p in _arguments(cls)}
+
+
+def init_defaults(cls: type) -> dict:
+    """Every constructor argument with its default (the most derived class wins)."""
+    defaults: dict = {}
+    for p in _arguments(cls):
+        if p.name not in defaults and p.default is not inspect.Parameter.empty:
+            defaults[p.name] = p.default
+    return {k: defaults[k] for k in sorted(defaults)}
 
 
 # -- the registry -------------------------------------------------------------------------------
@@ -145,8 +246,33 @@ def list_attacks() -> list[str]:
 
 
 def black_box_attacks() -> list[str]:
+    _ensure_loaded()
     return sorted(n for n, c in _ATTACKS.items() if not c.needs_grad)
 
 
+def describe(name: str | None = None) -> list[dict]:
+    """What ``vitrobust attacks list`` shows: one dict per attack (or only ``name``).
+
+    Keys: name, needs_grad, universal, norms, defaults (every constructor argument), about (the
+    docstring's first line, which names the paper).
+    """
+    names = [name] if name else list_attacks()
+    rows = []
+    for n in names:
+        cls = attack_class(n)
+        doc = (cls.__doc__ or "").strip().splitlines()
+        rows.append({"name": n, "needs_grad": cls.needs_grad, "universal": cls.universal,
+                     "norms": list(cls.norms), "defaults": init_defaults(cls),
+                     "about": doc[0] if doc else ""})
+    return rows
+
+
 def _ensure_loaded() -> None:
-    from . import fgsm, pgd  # noqa: F401  (importing runs @register_attack)
+    # importing a module runs its @register_attack decorators
+    import importlib
+
+    for module in _MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+
+
+_MODULES = ("fgsm", "pgd", "iterative", "deepfool", "uap", "square", "blackbox")

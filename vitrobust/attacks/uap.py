@@ -1,0 +1,135 @@
+"""Universal adversarial perturbations: one delta fitted on a fit split, added to every image.
+
+Two fitters share :class:`~.base.UniversalAttack` (``fit`` -> delta, ``apply``, ``fit_eval``):
+
+- ``uap_deepfool``: Moosavi-Dezfooli, Fawzi, Fawzi, Frossard, "Universal adversarial
+  perturbations", CVPR 2017 (the original algorithm). Pass over the fit images; for each image
+  the model still classifies correctly with v added, run DeepFool on x + v, add its step to v
+  and project v onto the eps ball; stop when the fit fooling rate reaches ``target_rate`` or
+  after ``passes`` passes.
+- ``uap_pgd``: the projected-gradient / SGD variant (Shafahi, Najibi, Xu, Dickerson, Davis,
+  Goldstein, "Universal Adversarial Training", AAAI 2020): one delta updated by mini-batch
+  gradient ascent on the summed cross-entropy and projected onto the eps ball.
+
+:func:`save_perturbation` writes a fitted delta as .npy and as an amplified PNG.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import AttackError, UniversalAttack, input_gradient, register_attack
+from .deepfool import deepfool
+from .projection import normalized_step, project
+
+
+@register_attack
+class UAPPGD(UniversalAttack):
+    """UAP by projected mini-batch gradient ascent (Shafahi et al., AAAI 2020), L-inf or L2.
+
+    Args: eps (8/255 L-inf), norm ('linf' | 'l2'), epochs (passes over the fit images, 10),
+    fit_batch (mini-batch size, 32), step_size (default eps / 10), seed (shuffling order),
+    batch_size (unused at fit: mini-batches are fit_batch).
+    """
+
+    name = "uap_pgd"
+    norms = ("linf", "l2")
+
+    def __init__(self, eps: float = 8 / 255, norm: str = "linf", epochs: int = 10,
+                 fit_batch: int = 32, step_size: float | None = None, seed: int = 0,
+                 batch_size: int = 256):
+        super().__init__(eps=eps, norm=norm, seed=seed, batch_size=batch_size)
+        self.epochs, self.fit_batch = int(epochs), int(fit_batch)
+        self.step_size = float(step_size) if step_size is not None else self.eps / 10
+        if self.epochs < 1 or self.fit_batch < 1 or not self.step_size > 0:
+            raise AttackError(f"{self.name}: need epochs >= 1, fit_batch >= 1, step_size > 0")
+
+    def fit(self, model, images, labels):
+        generator = torch.Generator().manual_seed(self.seed)
+        delta = torch.zeros(1, *images.shape[1:])
+        for _ in range(self.epochs):
+            for batch in torch.randperm(len(images), generator=generator).split(self.fit_batch):
+                x = images[batch]
+                grad, _ = input_gradient(model, (x + delta).clamp(0, 1), labels[batch])
+                # the gradient w.r.t. a shared delta is the sum of the per-image gradients
+                delta = project(delta + self.step_size * normalized_step(grad.sum(0, keepdim=True), self.norm),
+                                self.eps, self.norm)
+        return delta
+
+
+@register_attack
+class UAPDeepFool(UniversalAttack):
+    """UAP, the original DeepFool-based algorithm (Moosavi-Dezfooli et al., CVPR 2017).
+
+    Args: eps (the xi of the paper, 8/255 L-inf), norm ('linf' | 'l2'), passes (max passes over
+    the fit images, 5), target_rate (stop when this fit fooling rate is reached: 1 - delta of
+    the paper, 0.8), steps (DeepFool steps per image, 10), overshoot (0.02), candidates (10),
+    seed (the visiting order), batch_size (fooling-rate evaluation).
+    """
+
+    name = "uap_deepfool"
+    norms = ("linf", "l2")
+
+    def __init__(self, eps: float = 8 / 255, norm: str = "linf", passes: int = 5,
+                 target_rate: float = 0.8, steps: int = 10, overshoot: float = 0.02,
+                 candidates: int = 10, seed: int = 0, batch_size: int = 256):
+        super().__init__(eps=eps, norm=norm, seed=seed, batch_size=batch_size)
+        self.passes, self.target_rate = int(passes), float(target_rate)
+        self.steps, self.overshoot, self.candidates = int(steps), float(overshoot), int(candidates)
+
+    def _fooling_rate(self, model, images, labels, delta) -> float:
+        with torch.inference_mode():
+            wrong = [model(self.apply(delta, x)).argmax(1) != y
+                     for x, y in zip(images.split(self.batch_size), labels.split(self.batch_size))]
+        return torch.cat(wrong).float().mean().item()
+
+    def fit(self, model, images, labels):
+        generator = torch.Generator().manual_seed(self.seed)
+        delta = torch.zeros(1, *images.shape[1:])
+        for _ in range(self.passes):
+            # Sequential by definition: each image sees the v its predecessors built, so this
+            # loop is per image (fit time only, never a scoring path).
+            order = torch.randperm(len(images), generator=generator)
+            for i in order.tolist():
+                x, y = images[i : i + 1], labels[i : i + 1]
+                with torch.inference_mode():
+                    if model(self.apply(delta, x)).argmax(1).item() != y.item():
+                        continue
+                start = self.apply(delta, x)
+                adv = deepfool(model, start, y, norm=self.norm, steps=self.steps,
+                               overshoot=self.overshoot, candidates=self.candidates, eps=None)
+                delta = project(delta + (adv - start), self.eps, self.norm)
+            if self._fooling_rate(model, images, labels, delta) >= self.target_rate:
+                break
+        return delta
+
+
+def save_perturbation(delta: torch.Tensor, path: str | Path, *, title: str | None = None) -> tuple[Path, Path]:
+    """Write ``delta`` (1, C, H, W) to ``<path>.npy`` and an amplified ``<path>.png``.
+
+    The PNG maps [-max|delta|, +max|delta|] to [0, 1] (mid-grey = no change), so even an
+    8/255 perturbation is visible; the title states the amplification.
+    """
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = delta.detach().cpu().float().numpy()
+    npy, png = path.with_suffix(".npy"), path.with_suffix(".png")
+    np.save(npy, array)
+    image = array.reshape(-1, *array.shape[-2:]) if array.ndim >= 3 else array
+    scale = float(np.abs(image).max()) or 1.0
+    shown = (image / (2 * scale) + 0.5).clip(0, 1)
+    shown = shown.transpose(1, 2, 0) if shown.shape[0] in (1, 3) else shown[0]
+    fig, ax = plt.subplots(figsize=(3, 3.3))
+    ax.imshow(shown.squeeze(), cmap="gray" if shown.ndim == 2 or shown.shape[-1] == 1 else None,
+              interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title or f"UAP, amplified x{0.5 / scale:.1f} (max |delta| = {scale:.4f})", fontsize=7)
+    fig.savefig(png, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return npy, png
