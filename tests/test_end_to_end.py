@@ -56,7 +56,7 @@ def test_spec_checks_become_items_with_readable_ids(pytester, spec_dir):
     assert "e2e[model=vit_fixture]::asr(vit_fixture, pgd) > asr(vit_fixture, fgsm)" in out
     assert "e2e[model=vit_fixture_wide]::transfer(cnn_fixture -> vit_fixture_wide, pgd)" in out
     assert "acc(vit_fixture_wide)" not in out          # restricted by `only:`
-    assert len([l for l in out.splitlines() if "::" in l]) == 7   # size check shared by both params
+    assert len([l for l in out.splitlines() if "::" in l]) == 6   # the size check names no placeholder: once
 
 
 def test_k_selects_by_model_and_attack(pytester, spec_dir):
@@ -70,7 +70,7 @@ def test_k_selects_by_model_and_attack(pytester, spec_dir):
 def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
     (spec_dir / "e2e.yaml").write_text(SPEC)
     result = _run(pytester)
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=6)
     out = result.stdout.str()
     assert "vitrobust" in out and "report:" in out
     latest = pytester.path / "reports" / "latest"

@@ -22,9 +22,8 @@ A spec file holds one spec (a mapping) or a list of them::
 
 Numeric strings in attack parameters ("8/255", "0.5", "1e-3") become floats through a small
 fraction parser (never ``eval``). An attack may also be given as ``alias: registry_name``.
-Every check is expanded over the whole matrix (restricted by its ``only:``), so each matrix
-cell holds every check -- also one that names no placeholder, which then appears once per cell
-with the same text (the engine measures it once). YAML is read with a subclass of
+Each check is expanded over the matrix keys it names as placeholders (restricted by its
+``only:``); a check that names none is a single item. YAML is read with a subclass of
 ``yaml.SafeLoader`` that only records line numbers: no arbitrary objects are ever built.
 """
 from __future__ import annotations
@@ -390,7 +389,10 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
             if name not in matrix:
                 declared = f"matrix: {', '.join(matrix)}" if matrix else "no matrix declared"
                 raise ctx.error(iline, where, f"unknown placeholder {{{name}}} ({declared})")
-        used = list(matrix)                           # every cell holds every check (declared order)
+        # expand over the placeholders the check uses (and those its `only:` restricts), so a
+        # check that names no placeholder is one item, measured and reported once
+        names = set(_PLACEHOLDER.findall(template)) | set((item.get("only") or {}) if isinstance(item.get("only"), dict) else ())
+        used = [k for k in matrix if k in names]
         choices = {k: list(matrix[k]) for k in used}
         only = item.get("only")
         if only is not None:
@@ -430,7 +432,7 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
                     for model in (m.source, m.model):
                         if model is not None and not known_models(model):
                             raise ctx.error(iline, label, f"unknown model {model!r}")
-            ident = (text, tuple(map(_text, combo)))
+            ident = text   # the item's name: one text, one item, whatever its matrix cell
             if ident in seen:
                 raise ctx.error(iline, label, f"duplicate check {text!r} (also {seen[ident]})")
             seen[ident] = label
