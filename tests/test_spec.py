@@ -62,8 +62,8 @@ def test_good_spec_loads_and_expands(tmp_path):
     assert spec.matrix == {"size": ["tiny", "small", "base"]}
     texts = [c.text for c in spec.checks]
     assert texts[:3] == [f"asr(deit_{s}:int8, sp) > asr(deit_{s}, sp)" for s in ("tiny", "small", "base")]
-    # only: restricts the second check to two sizes; every matrix cell holds the third check too
-    assert len(spec.checks) == 3 + 2 + 3
+    # only: restricts the second check to two sizes; the third names no placeholder: one item
+    assert len(spec.checks) == 3 + 2 + 1
     c = spec.checks[4]
     assert isinstance(c, Check) and c.params == {"size": "small"} and c.param_id == "size=small"
     assert c.claim == "attacks transfer into INT8 (small)"
