@@ -1,0 +1,198 @@
+"""Reports: files, content of every format, plots only where data exist, the latest pointer."""
+import base64
+import copy
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from run_factory import SPEC_IDS, make_run
+from vitrobust import report
+from vitrobust.plots import make_plots
+from vitrobust.report import (ReportError, html_page, markdown, resolve_latest, terminal_summary,
+                              write_reports)
+
+PLOTS = {"asr_keep_rate", "transfer_pgd", "transfer_sp", "asr_vs_size_mb", "asr_vs_throughput",
+         "uap_deit_tiny_uap"}
+
+
+def light(run_id):
+    """A run with nothing to plot, for tests about files rather than content."""
+    return {"run_id": run_id, "models": {}, "measurements": [], "checks": []}
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    run = make_run(artifact_dir=tmp / "artifacts")
+    return run, write_reports(run, tmp / "out"), tmp / "out"
+
+
+def test_report_modules_do_not_import_torch():
+    code = ("import sys, vitrobust.store, vitrobust.gate, vitrobust.report, vitrobust.plots; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_files_are_written_under_the_run_id(written):
+    run, paths, out = written
+    folder = out / run["run_id"]
+    for kind in ("md", "json", "html"):
+        assert paths[kind].parent == folder and paths[kind].stat().st_size > 1000
+    assert {k[4:] for k in paths if k.startswith("png:")} == PLOTS
+    for key in PLOTS:
+        assert paths[f"png:{key}"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_json_is_the_whole_run_record(written):
+    run, paths, _ = written
+    assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(run))
+
+
+def test_json_is_strict_even_with_nan(tmp_path):
+    run = {**light("nan-run"), "models": {"m": make_run()["models"]["deit_tiny"]}}
+    run["models"]["m"]["throughput"] = float("nan")
+    text = write_reports(run, tmp_path)["json"].read_text()
+    assert "NaN" not in text and json.loads(text)["models"]["m"]["throughput"] is None
+
+
+def test_html_is_self_contained_with_every_spec_and_plot(written):
+    run, paths, _ = written
+    page = paths["html"].read_text()
+    for spec in SPEC_IDS:
+        assert f'id="spec-{spec}"' in page
+    for section in ("summary", "not-reproduced", "models", "measurements", "warnings", "plots"):
+        assert f'<section id="{section}"' in page
+    images = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert len(images) == len(PLOTS)
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
+    # Nothing to fetch and nothing to run: only in-page anchors and data URIs.
+    refs = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert refs and all(r.startswith(("#", "data:")) for r in refs)
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    assert "@import" not in page and "url(" not in page
+
+
+def test_html_shows_values_intervals_statistics_and_claims_that_failed(written):
+    run, paths, _ = written
+    page = paths["html"].read_text()
+    meas = next(m for m in run["measurements"] if m["key"] == "asr(deit_tiny:int8, sp)")
+    lo, hi = meas["interval"]
+    assert f"{meas['value']:.3f} [{lo:.3f}, {hi:.3f}] ({meas['k']}/{meas['n']})" in page
+    assert "one-sided McNemar p=0.002" in page
+    failed = page.split('id="not-reproduced"')[1].split("</section>")[0]
+    assert "paper 7.2 claim did not reproduce on the digits zoo" in failed
+    assert "asr(deit_small:int8, sp) &gt; asr(deit_small, sp)" in failed
+    assert "size=tiny" not in failed     # only the xfailed check is listed
+    models = page.split('id="models"')[1].split("</section>")[0]
+    assert "keep_rate=0.5" in models and "<td>6,100</td>" in models and "<td>206,000</td>" in models
+    assert "zero-gradient" in page and "scored one image per call" in page
+
+
+def test_html_escapes_untrusted_text():
+    run = make_run()
+    run["checks"][0]["check"] = "<script>alert(1)</script> asr(a, b) > 0"
+    page = html_page(run)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_markdown_has_every_spec_and_the_failed_claim(written):
+    run, paths, _ = written
+    text = paths["md"].read_text()
+    for spec in SPEC_IDS:
+        assert f"## Spec `{spec}`" in text
+    assert "## Claims that did not reproduce" in text and "did not reproduce on the digits" in text
+    for name in PLOTS:
+        assert f"(plots/{name}.png)" in text
+    assert "Every claim reproduced." in markdown({**run, "checks": run["checks"][:2]})
+
+
+def test_terminal_summary(written):
+    run = written[0]
+    text = terminal_summary(run)
+    assert text.splitlines()[0] == (f"vitrobust run {run['run_id']}: 5 passed, 1 xfailed, 1 skipped "
+                                    "(7 checks, 26 measurements, 8 models)")
+    for check in run["checks"]:
+        assert check["check"] in text
+    meas = run["measurements"][0]
+    assert f"[{meas['interval'][0]:.3f}, {meas['interval'][1]:.3f}] ({meas['k']}/{meas['n']})" in text
+    assert "did not reproduce: quantization" in text and "warning (zero-gradient)" in text
+
+
+def test_plots_only_where_data_exist(tmp_path):
+    run = make_run()   # no artifact_dir: no UAP
+    names = {p.name for p in make_plots(run)[0]}
+    assert names == PLOTS - {"uap_deit_tiny_uap"}
+    for info in run["models"].values():
+        info["meta"].pop("keep_rate", None)
+    run["measurements"] = [m for m in run["measurements"] if m["kind"] != "transfer"]
+    assert {p.name for p in make_plots(run)[0]} == {"asr_vs_size_mb", "asr_vs_throughput"}
+    empty = {"run_id": "empty", "models": {}, "measurements": [], "checks": []}
+    paths = write_reports(empty, tmp_path)
+    assert not any(k.startswith("png:") for k in paths)
+    assert "No plottable data" in paths["html"].read_text()
+
+
+def test_keep_rate_plot_needs_a_pruned_point():
+    run = make_run()
+    run["measurements"] = [m for m in run["measurements"]
+                           if "prune" not in (m.get("target") or "")]
+    assert "asr_keep_rate" not in {p.name for p in make_plots(run)[0]}
+
+
+def test_uap_is_shown_amplified(tmp_path):
+    delta = np.zeros((3, 16, 16), np.float32)
+    delta[0, :8] = 2 / 255          # a faint perturbation, invisible unamplified
+    delta[2, 8:] = -2 / 255
+    np.save(tmp_path / "u.npy", delta)
+    run = {"run_id": "u", "artifacts": {"uap:m:uap": str(tmp_path / "u.npy")}}
+    [plot], notes = make_plots(run)
+    assert notes == [] and plot.name == "uap_m_uap"
+    pixels = np.asarray(Image.open(io.BytesIO(plot.png)).convert("RGB"), dtype=float)
+    assert pixels[..., 0].max() - pixels[..., 0].min() > 200   # full range, not 2/255
+
+
+def test_unreadable_uap_becomes_a_warning(tmp_path):
+    run = make_run("broken-uap")
+    run["artifacts"] = {"uap:deit_tiny:uap": str(tmp_path / "missing.npy")}
+    page = write_reports(run, tmp_path)["html"].read_text()
+    assert "cannot read" in page and "uap_deit_tiny" not in page
+
+
+def test_latest_symlink_follows_the_newest_report(tmp_path):
+    write_reports(light("run-a"), tmp_path)
+    assert os.readlink(tmp_path / "latest") == "run-a"
+    write_reports(light("run-b"), tmp_path)
+    assert os.readlink(tmp_path / "latest") == "run-b"
+    assert resolve_latest(tmp_path) == (tmp_path / "run-b").resolve()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".latest")]
+
+
+def test_latest_falls_back_to_a_text_file(tmp_path, monkeypatch):
+    write_reports(light("run-a"), tmp_path)
+
+    def no_symlinks(*args, **kwargs):
+        raise OSError("symlinks not supported here")
+
+    monkeypatch.setattr(report.os, "symlink", no_symlinks)
+    write_reports(light("run-b"), tmp_path)
+    latest = tmp_path / "latest"
+    assert not latest.is_symlink() and latest.read_text().strip() == "run-b"
+    assert resolve_latest(tmp_path) == tmp_path / "run-b"
+    monkeypatch.undo()
+    write_reports(light("run-c"), tmp_path)   # back to a symlink over the text file
+    assert os.readlink(latest) == "run-c"
+
+
+@pytest.mark.parametrize("run_id", ["", None, "../escape", "a/b"])
+def test_unusable_run_id(tmp_path, run_id):
+    with pytest.raises(ReportError):
+        write_reports({**copy.deepcopy(make_run()), "run_id": run_id}, tmp_path)

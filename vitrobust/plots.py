@@ -1,0 +1,222 @@
+"""PNG plots of a run record, drawn only where the run holds the data for them.
+
+- ASR against keep-rate for token-pruned families (models whose ``meta.keep_rate`` is set; the
+  dense base is keep-rate 1.0): one solid line per base model and attack, plus a dashed line for
+  transfer from the dense base where measured (DynamicViT-style pruning, paper section 7.3).
+- A source x target heatmap of transfer ASR per attack.
+- ASR against model size (MB) and against throughput (images/s), labelled scatter.
+- Each universal adversarial perturbation (artifacts ``uap:<model>:<attack>`` -> ``.npy``),
+  amplified to fill the grey range so a perturbation of a few /255 is visible.
+
+Matplotlib is used through ``Figure`` + the Agg canvas directly, never pyplot, so drawing a report
+neither needs a display nor changes the caller's backend. No torch.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+@dataclass(frozen=True)
+class Plot:
+    name: str      # file stem, e.g. "transfer_pgd"
+    title: str
+    png: bytes
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _first(measurements, kind):
+    """``(target, source, attack) -> measurement`` for ``kind``, first one wins (specs may repeat)."""
+    out = {}
+    for m in measurements:
+        if m.get("kind") == kind and _finite(m.get("value")):
+            out.setdefault((m.get("target"), m.get("source"), m.get("attack")), m)
+    return out
+
+
+def _errbar(points):
+    """Asymmetric error bars from each measurement's interval (zero where there is none)."""
+    lower, upper = [], []
+    for _, m in points:
+        lo, hi = (m.get("interval") or (m["value"], m["value"]))
+        lower.append(max(0.0, m["value"] - lo))
+        upper.append(max(0.0, hi - m["value"]))
+    return [lower, upper]
+
+
+def base_of(name: str, info: dict) -> str:
+    """The dense model a compressed variant was made from: ``meta.base`` or the name minus its
+    last ``:suffix``."""
+    meta = info.get("meta") or {}
+    return meta.get("base") or name.rsplit(":", 1)[0]
+
+
+def keep_rate_plot(run: dict) -> Plot | None:
+    models = run.get("models") or {}
+    keep = {name: float(info["meta"]["keep_rate"]) for name, info in models.items()
+            if _finite((info.get("meta") or {}).get("keep_rate"))}
+    if not keep:
+        return None
+    family = {name: base_of(name, models[name]) for name in keep}
+    for base in set(family.values()):
+        family[base] = base
+        keep.setdefault(base, 1.0)
+    asr = _first(run.get("measurements") or [], "asr")
+    transfer = _first(run.get("measurements") or [], "transfer")
+    lines = {}   # (base, attack, style) -> [(keep, meas)]
+    for (target, _, attack), m in asr.items():
+        if target in family:
+            lines.setdefault((family[target], attack, "asr"), []).append((keep[target], m))
+    for (target, source, attack), m in transfer.items():
+        if target in family and source == family[target] and target != source:
+            lines.setdefault((source, attack, "transfer"), []).append((keep[target], m))
+    # A line needs at least one pruned point to say anything about keep-rate.
+    lines = {k: sorted(v, key=lambda p: p[0]) for k, v in lines.items()
+             if any(rate < 1.0 for rate, _ in v)}
+    if not lines:
+        return None
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    colors = {}
+    for (base, attack, style), points in sorted(lines.items(), key=lambda kv: str(kv[0])):
+        color = colors.setdefault((base, attack), f"C{len(colors) % 10}")
+        label = f"{base} / {attack}" + (" (transfer from dense)" if style == "transfer" else "")
+        ax.errorbar([p[0] for p in points], [p[1]["value"] for p in points],
+                    yerr=_errbar(points), marker="o" if style == "asr" else "s", capsize=3,
+                    linestyle="-" if style == "asr" else "--", color=color, label=label)
+    ax.set_xlabel("keep-rate (1.0 = dense)")
+    ax.set_ylabel("attack success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.invert_xaxis()   # compression grows to the right
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title("ASR against token keep-rate")
+    return Plot("asr_keep_rate", "ASR against keep-rate", _png(fig))
+
+
+def transfer_heatmaps(run: dict) -> list[Plot]:
+    by_attack: dict = {}
+    for (target, source, attack), m in _first(run.get("measurements") or [], "transfer").items():
+        by_attack.setdefault(attack, {})[(source, target)] = m["value"]
+    plots = []
+    for attack in sorted(by_attack, key=str):
+        cells = by_attack[attack]
+        sources = sorted({s for s, _ in cells}, key=str)
+        targets = sorted({t for _, t in cells}, key=str)
+        grid = np.full((len(sources), len(targets)), np.nan)
+        for (s, t), v in cells.items():
+            grid[sources.index(s), targets.index(t)] = v
+        fig = Figure(figsize=(1.6 + 1.1 * len(targets), 1.4 + 0.6 * len(sources)))
+        ax = fig.add_subplot()
+        image = ax.imshow(np.ma.masked_invalid(grid), vmin=0.0, vmax=1.0, cmap="viridis",
+                          aspect="auto")
+        ax.set_facecolor("#dddddd")   # unmeasured pairs
+        ax.set_xticks(range(len(targets)), targets, rotation=35, ha="right", fontsize="small")
+        ax.set_yticks(range(len(sources)), sources, fontsize="small")
+        ax.set_xlabel("target (scored on)")
+        ax.set_ylabel("source (attacked)")
+        for i in range(len(sources)):
+            for j in range(len(targets)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if grid[i, j] < 0.6 else "black")
+        fig.colorbar(image, ax=ax, label="transfer ASR")
+        ax.set_title(f"Transfer ASR, attack {attack}")
+        plots.append(Plot(f"transfer_{_stem(attack)}", f"Transfer heatmap ({attack})", _png(fig)))
+    return plots
+
+
+def scatter_plots(run: dict) -> list[Plot]:
+    models = run.get("models") or {}
+    asr = _first(run.get("measurements") or [], "asr")
+    plots = []
+    for field, label, log in (("size_mb", "model size (MB)", False),
+                              ("throughput", "throughput (images/s)", True)):
+        points = [(models[t][field], m["value"], t, a) for (t, _, a), m in asr.items()
+                  if t in models and _finite(models[t].get(field))]
+        if not points:
+            continue
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.add_subplot()
+        attacks = sorted({p[3] for p in points}, key=str)
+        for i, attack in enumerate(attacks):
+            sel = [p for p in points if p[3] == attack]
+            ax.scatter([p[0] for p in sel], [p[1] for p in sel], color=f"C{i % 10}",
+                       label=str(attack))
+            for x, y, name, _ in sel:
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3),
+                            fontsize=7)
+        if log and min(p[0] for p in points) > 0:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("attack success rate")
+        ax.set_ylim(-0.02, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(title="attack", fontsize="small")
+        ax.set_title(f"ASR against {label.split(' (')[0]}")
+        plots.append(Plot(f"asr_vs_{field}", f"ASR against {label}", _png(fig)))
+    return plots
+
+
+def uap_plots(run: dict) -> tuple[list[Plot], list[str]]:
+    plots, problems = [], []
+    for key, path in sorted((run.get("artifacts") or {}).items()):
+        if not key.startswith("uap:"):
+            continue
+        try:
+            delta = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+        except (OSError, ValueError) as exc:
+            problems.append(f"{key}: cannot read {path}: {exc}")
+            continue
+        delta = np.squeeze(delta)
+        if delta.ndim == 3 and delta.shape[0] in (1, 3) and delta.shape[-1] not in (1, 3):
+            delta = np.moveaxis(delta, 0, -1)   # CHW -> HWC
+        if delta.ndim == 3 and delta.shape[-1] == 1:
+            delta = delta[..., 0]
+        if delta.ndim not in (2, 3):
+            problems.append(f"{key}: {path} has shape {delta.shape}, not an image")
+            continue
+        peak = float(np.max(np.abs(delta))) or 1.0
+        shown = np.clip(delta / (2 * peak) + 0.5, 0.0, 1.0)
+        fig = Figure(figsize=(3.6, 3.8))
+        ax = fig.add_subplot()
+        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, interpolation="nearest",
+                  vmin=0.0, vmax=1.0)
+        ax.set_axis_off()
+        _, model, *rest = key.split(":")
+        ax.set_title(f"UAP {model} / {':'.join(rest)}\nL∞ = {peak:.4f} ({peak * 255:.1f}/255),"
+                     f" shown ×{0.5 / peak:.0f}", fontsize=9)
+        plots.append(Plot(f"uap_{_stem(model)}_{_stem(':'.join(rest))}", f"UAP {key[4:]}",
+                          _png(fig)))
+    return plots, problems
+
+
+def make_plots(run: dict) -> tuple[list[Plot], list[str]]:
+    """Every plot the run has data for, and one-line notes for artifacts that could not be drawn."""
+    plots: list[Plot] = []
+    keep = keep_rate_plot(run)
+    if keep is not None:
+        plots.append(keep)
+    plots += transfer_heatmaps(run)
+    plots += scatter_plots(run)
+    uaps, problems = uap_plots(run)
+    return plots + uaps, problems
+
+
+def _stem(text) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text)) or "_"
