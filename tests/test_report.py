@@ -58,8 +58,12 @@ def test_json_is_the_whole_run_record(written):
 def test_json_is_strict_even_with_nan(tmp_path):
     run = {**light("nan-run"), "models": {"m": make_run()["models"]["deit_tiny"]}}
     run["models"]["m"]["throughput"] = float("nan")
+    run["models"]["m"]["params"] = np.int64(7)
+    run["models"]["m"]["meta"] = {"mask": np.array([1.0, float("inf")])}
     text = write_reports(run, tmp_path)["json"].read_text()
     assert "NaN" not in text and json.loads(text)["models"]["m"]["throughput"] is None
+    assert json.loads(text)["models"]["m"]["params"] == 7
+    assert json.loads(text)["models"]["m"]["meta"] == {"mask": [1.0, None]}
 
 
 def test_html_is_self_contained_with_every_spec_and_plot(written):

@@ -162,3 +162,17 @@ def test_baselines(store):
 def test_load_unknown_run(store):
     with pytest.raises(UnknownRun, match="not recorded"):
         store.load_run("nothing")
+
+
+def test_numpy_scalars_are_stored_as_numbers(store):
+    np = pytest.importorskip("numpy")
+    run = make_run("np")
+    meas = run["measurements"][0]
+    meas.update(k=np.int64(meas["k"]), n=np.int64(meas["n"]), value=np.float64(meas["value"]),
+                outcomes=[None if o is None else np.int64(o) for o in meas["outcomes"]])
+    run["models"]["deit_tiny"]["meta"] = {"keep_rate": np.float32(0.5)}
+    store.record(run)
+    back = store.load_run("np")
+    assert back["measurements"][0]["k"] == int(meas["k"]) and type(back["measurements"][0]["k"]) is int
+    assert back["measurements"][0]["outcomes"] == [None if o is None else int(o) for o in meas["outcomes"]]
+    assert back["models"]["deit_tiny"]["meta"] == {"keep_rate": 0.5}

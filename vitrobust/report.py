@@ -360,7 +360,10 @@ def html_page(run: dict, plots: list[Plot] | None = None, notes: list[str] | Non
 
 # -- files ------------------------------------------------------------------------------------
 def _jsonable(obj):
-    """NaN and infinities become null, so report.json is strict JSON."""
+    """NaN and infinities become null, so report.json is strict JSON; numpy values become lists
+    and plain numbers."""
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
+        obj = obj.tolist()
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):

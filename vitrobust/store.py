@@ -82,7 +82,16 @@ def new_run_id() -> str:
 
 
 def _dump(value) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+    return None if value is None else json.dumps(value, sort_keys=True, default=_json_default)
+
+
+def _json_default(value):
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _scalar(value):
+    """numpy scalars (np.int64 k, n, ...) as plain Python numbers, which sqlite3 can bind."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
 
 
 def _load(text):
@@ -198,7 +207,7 @@ class Store:
     def _insert_models(self, run_id: str, models: dict) -> None:
         for seq, (name, info) in enumerate(models.items()):
             info = dict(info or {})
-            cols = [info.pop(c, None) for c in _MODEL_COLS]
+            cols = [_scalar(info.pop(c, None)) for c in _MODEL_COLS]
             meta = info.pop("meta", None)
             self._conn.execute(
                 "INSERT INTO models (run_id, seq, name, weight_hash, params, size_mb, gflops,"
@@ -208,7 +217,7 @@ class Store:
     def _insert_measurements(self, run_id: str, measurements: list) -> None:
         for seq, meas in enumerate(measurements):
             meas = dict(meas)
-            cols = [meas.pop(c, None) for c in _MEAS_COLS]
+            cols = [_scalar(meas.pop(c, None)) for c in _MEAS_COLS]
             interval = meas.pop("interval", None)
             lo, hi = (interval if interval is not None else (None, None))
             threat = meas.pop("threat_model", None)
@@ -217,13 +226,14 @@ class Store:
                 "INSERT INTO measurements (run_id, seq, key, kind, spec, source, target, attack,"
                 " strategy, data, value, k, n, robust_acc, clean_acc, lo, hi, threat_model,"
                 " outcomes, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (run_id, seq, *cols, lo, hi, _dump(threat),
-                 None if outcomes is None else json.dumps(list(outcomes)), _dump(meas)))
+                (run_id, seq, *cols, _scalar(lo), _scalar(hi), _dump(threat),
+                 None if outcomes is None else
+                 json.dumps([None if o is None else _scalar(o) for o in outcomes]), _dump(meas)))
 
     def _insert_checks(self, run_id: str, checks: list) -> None:
         for seq, check in enumerate(checks):
             check = dict(check)
-            cols = [check.pop(c, None) for c in _CHECK_COLS]
+            cols = [_scalar(check.pop(c, None)) for c in _CHECK_COLS]
             text = check.pop("check", None)
             params = check.pop("params", None)
             values = check.pop("values", None)
