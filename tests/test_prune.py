@@ -224,3 +224,20 @@ def test_zero_keep_rate_is_an_error():
 def test_non_vit_base_is_an_error():
     with pytest.raises(PruneError, match="timm VisionTransformer"):
         dynamic_vit(torch.nn.Linear(3, 3), 0.5)
+
+
+def test_training_loss_reaches_the_predictors(vit_model, digits_test):
+    from vitrobust.compress.prune import PRUNE_RECIPE, pruning_loss
+    from vitrobust.zoo import ModelWrapper
+    net = dynamic_vit(vit_model.net, 0.5)
+    student = ModelWrapper(net, copy.copy(vit_model.info)).train()
+    torch.manual_seed(0)
+    loss = pruning_loss(vit_model, PRUNE_RECIPE)(student, digits_test.images[:32], digits_test.labels[:32])
+    loss.backward()
+    # Every stage's predictor gets a gradient: through the keep-ratio loss and, straight
+    # through the hard Gumbel decisions, through the masked attention of later blocks.
+    for k, predictor in enumerate(net.score_predictor):
+        grad = predictor.in_conv[1].weight.grad
+        assert grad is not None and grad.abs().sum() > 0, k
+    assert net.blocks[-1].attn.qkv.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in vit_model.parameters())  # the teacher stays frozen
