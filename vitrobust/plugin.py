@@ -49,6 +49,9 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "vitrobust_spec(id): a check collected from a vitrobust spec")
     config.stash[RUN] = {"checks": {}}
+    _RECORDS.clear()
+    # foolbox imports a deprecated scipy namespace; not the user's problem
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:foolbox.*")
 
 
 def pytest_collect_file(file_path: Path, parent):
@@ -151,13 +154,10 @@ class CheckItem(pytest.Item):
         verdict = engine.evaluate(self.check.node, self.spec.attacks, self.spec.data, self.spec.id, confidence)
         policy = (config.getoption("vitrobust_inconclusive") or self.check.inconclusive
                   or self.spec.inconclusive or "fail")
-        config.stash[RUN]["checks"][self.nodeid] = {
-            "spec": self.spec.id, "nodeid": self.nodeid, "check": self.check.text,
-            "params": dict(self.check.params), "claim": self.check.claim, "status": verdict.status,
-            "outcome": None, "xfail_reason": self.check.xfail, "message": verdict.message,
-            "values": dict(verdict.values), "statistic": verdict.statistic, "p_value": verdict.p_value,
-            "intervals": {k: list(v) for k, v in verdict.intervals.items()},
-        }
+        config.stash[RUN]["checks"][self.nodeid].update(
+            status=verdict.status, message=verdict.message, values=dict(verdict.values),
+            statistic=verdict.statistic, p_value=verdict.p_value,
+            intervals={k: list(v) for k, v in verdict.intervals.items()})
         if verdict.status == "holds":
             return
         if verdict.status == "inconclusive" and policy == "skip":
@@ -237,7 +237,8 @@ def pytest_sessionfinish(session, exitstatus):
 
     summary = finish_run(config.stash[ENGINE], list(checks.values()), _options(config))
     config.stash[RUN]["summary"] = summary
-    config.cache.set("vitrobust/last_run", summary.get("run_id"))
+    if getattr(config, "cache", None) is not None:   # absent under -p no:cacheprovider
+        config.cache.set("vitrobust/last_run", summary.get("run_id"))
     if summary.get("regressions"):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
