@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from attack_helpers import FAST, L2
+from test_attacks_helpers import FAST, L2
 from vitrobust.attacks import list_attacks, make_attack
 from vitrobust.attacks.projection import perturbation_norm
 

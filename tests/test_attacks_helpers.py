@@ -1,4 +1,4 @@
-"""Shared helpers for the attack tests: small settings per attack, a model without gradients."""
+"""Shared helpers for the attack tests (no tests here): small settings per attack, a model without gradients."""
 import torch
 from torch import nn
 

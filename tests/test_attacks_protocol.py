@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from attack_helpers import FAST, no_grad_model
+from test_attacks_helpers import FAST, no_grad_model
 from vitrobust.attacks import (AttackError, black_box_attacks, describe, list_attacks,
                                make_attack, resolve_strategy)
 
