@@ -29,6 +29,8 @@ def test_meta(adv_model):
 
 def test_inner_pgd_stays_in_budget_and_attacks(vit_model, digits_test):
     x, y = digits_test.images[:64], digits_test.labels[:64]
+    for p in vit_model.parameters():   # other tests may have left gradients on the shared fixture
+        p.grad = None
     adv = pgd_linf(vit_model, x, y, EPS, 3, 2.5 * EPS / 3, torch.Generator().manual_seed(0))
     assert (adv - x).abs().max() <= EPS + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     loss = torch.nn.functional.cross_entropy
