@@ -241,3 +241,16 @@ def test_training_loss_reaches_the_predictors(vit_model, digits_test):
         assert grad is not None and grad.abs().sum() > 0, k
     assert net.blocks[-1].attn.qkv.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in vit_model.parameters())  # the teacher stays frozen
+
+
+def test_trained_predictors_discriminate_between_tokens(pruned_fixture, vit_model, digits_test):
+    """Top-k on near-constant scores keeps a biased subset: training must spread the scores."""
+    def score_spread(model, net):
+        x = (digits_test.images - model.mean) / model.std
+        with torch.no_grad():
+            tokens = net.norm_pre(net._pos_embed(net.patch_embed(x)))[:, 1:]
+            keep = net.score_predictor[0](tokens, torch.ones(*tokens.shape[:2], 1)).exp()[..., 0]
+        return keep.std(1).mean().item()
+
+    assert score_spread(pruned_fixture, dynamic_vit(vit_model.net, 0.5)) < 0.01
+    assert score_spread(pruned_fixture, pruned_fixture.net) > 0.03
