@@ -120,6 +120,8 @@ def test_strategies(vit_model, cnn_model):
         resolve_strategy(pgd, nograd, "transfer:nograd", loader)
     with pytest.raises(AttackError, match="needs an ':int8' model"):
         resolve_strategy(pgd, nograd, "straight-through", loader)
+    # a spec attack with a strategy also serves FP32 targets: they are attacked white-box
+    assert resolve_strategy(pgd, vit_model, "straight-through", loader) == (vit_model, "white-box")
     with pytest.raises(AttackError, match="unknown strategy"):
         resolve_strategy(pgd, vit_model, "grey-box", loader)
 

@@ -52,6 +52,9 @@ def resolve_strategy(attack: Attack, model: ModelWrapper, strategy: str | None,
                               f"either; pick a differentiable surrogate")
         return surrogate, f"transfer:{surrogate_name}"
     if strategy == "straight-through":
+        if model.info.differentiable:   # one spec attack serves FP32 and INT8 targets alike
+            check_applicable(attack, model)
+            return model, "white-box"
         if not model.name.endswith(":int8"):
             raise AttackError(f"strategy straight-through needs an ':int8' model, got {model.name}")
         try:
