@@ -12,14 +12,13 @@ It joins the torch side (zoo, compress, attacks, metrics) with the spec side (ex
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import metrics
+from . import metrics, sanity
 from .attacks import AttackError, make_attack
 from .data import DEFAULT_SOURCE, Dataset, load_dataset
 from .expr import Measure
@@ -134,10 +133,20 @@ class Engine:
         if name not in self._models:
             arch, checkpoint = self.zoo.resolve(name)
             try:
-                self._models[name] = load_model(arch, checkpoint=checkpoint, progress=self.progress)
+                model = load_model(arch, checkpoint=checkpoint, progress=self.progress)
             except (KeyError, ValueError) as exc:
                 raise EngineError(f"model {name!r}: {exc.args[0] if exc.args else exc}") from None
+            self._models[name] = model
+            probe = torch.rand(8, 3, model.info.input_size, model.info.input_size,
+                               generator=torch.Generator().manual_seed(0))
+            self._warn(sanity.determinism_warning(model, probe), name)
         return self._models[name]
+
+    def _warn(self, warnings: list[dict], model: str) -> None:
+        for w in warnings:
+            w = {**w, "model": model}
+            if w not in self.warnings:
+                self.warnings.append(w)
 
     def data(self, config: DataConfig, image_size: int) -> Dataset:
         key = (config.source, config.split, config.limit, image_size)
@@ -189,12 +198,13 @@ class Engine:
             def create():
                 return {"adv": instance(target_of_attack, data.images, data.labels)}
 
-        start = time.perf_counter()
+        if instance.needs_grad and target_of_attack.info.differentiable:
+            head = slice(0, 32)   # AutoAttack-style check: gradients must be usable
+            self._warn(sanity.gradient_warnings(target_of_attack, data.images[head], data.labels[head]), source)
         stored = self.adv_cache.get_or_create(material, create)
         if "delta" in stored:
             self.artifacts[f"uap:{source}:{attack.name}"] = self._save_delta(source, attack, stored["delta"])
         self._adv[key] = (stored["adv"], label)
-        self._attack_seconds = time.perf_counter() - start
         return stored["adv"]
 
     def _save_delta(self, source: str, attack: AttackConfig, delta: torch.Tensor) -> str:
@@ -283,8 +293,21 @@ class Engine:
                 self.model_summary(name)
         return decide(node, observations, confidence or self.confidence)
 
+    def _compare_attack_kinds(self) -> None:
+        """Warn where a black-box attack beat every white-box one on a differentiable model."""
+        by_model: dict[str, dict] = {}
+        for rec in self.measurements.values():
+            if rec["kind"] == "asr" and rec["attack"] and "," not in rec["attack"] \
+                    and rec.get("strategy") in ("white-box", "black-box"):
+                needs_grad = rec["strategy"] == "white-box"
+                by_model.setdefault(rec["target"], {})[rec["attack"]] = (rec["value"], needs_grad)
+        for name, asr_by_attack in by_model.items():
+            if self.model(name).info.differentiable:
+                self._warn(sanity.black_box_beats_white_box(asr_by_attack, name), name)
+
     def run_record_parts(self) -> dict:
         """Measurements, models, artifacts and warnings for the run record (see INTERFACES.md)."""
+        self._compare_attack_kinds()
         for name, rec in self.model_records.items():
             for (mname, data_key), clean in self._clean.items():
                 if mname == name:
