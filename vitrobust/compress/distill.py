@@ -90,7 +90,7 @@ def distilled_net(base: ModelWrapper) -> nn.Module:
     if match:
         import timm
         net = timm.create_model(f"deit_{match[1]}_distilled_patch16_224", pretrained=False,
-                                num_classes=base.info.num_classes)
+                                num_classes=base.info.num_classes, dynamic_img_size=True)
     else:
         block = src.blocks[0]
         net = VisionTransformerDistilled(

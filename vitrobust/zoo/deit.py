@@ -46,6 +46,9 @@ def deit_base(**kwargs) -> VisionTransformer:
 def _timm(name: str, **kwargs):
     # pretrained=False: nothing is ever downloaded; weights come from a local checkpoint if given.
     kwargs.setdefault("num_classes", 1000)
+    # dynamic_img_size: the same weights run at any --input-size (position embeddings are
+    # interpolated), so efficiency can be measured at other resolutions
+    kwargs.setdefault("dynamic_img_size", True)
     return timm.create_model(name, pretrained=False, **kwargs)
 
 

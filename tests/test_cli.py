@@ -1,0 +1,68 @@
+"""The `vitrobust` command: outputs users script against, and one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vitrobust.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "vitrobust.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_measure_json_has_the_documented_keys(capsys):
+    assert main(["measure", "deit_tiny_patch16_224", "--input-size", "64", "--json"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert {"model", "params", "size_mb", "gflops", "throughput"} <= set(record)
+    assert record["model"] == "deit_tiny_patch16_224" and record["params"] == 5_717_416
+    assert "clean_acc" not in record            # random weights, no data of its own
+
+
+def test_measure_trained_model_reports_clean_accuracy(capsys):
+    import fixtures.models  # noqa: F401
+    assert main(["measure", "vit_fixture", "--json"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert 0.5 < record["clean_acc"] <= 1.0
+
+
+def test_unknown_model_is_one_line_exit_2():
+    result = run_cli("measure", "deit_huge")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "unknown model 'deit_huge'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_compression_suffix_is_one_line(capsys):
+    assert main(["measure", "deit_tiny_patch16_224:prune9"]) == 2
+    err = capsys.readouterr().err
+    assert "prune9" in err and len(err.strip().splitlines()) == 1
+
+
+def test_zoo_list_shows_variants_with_metadata(capsys):
+    assert main(["zoo", "list", "deit_small*"]) == 0
+    out = capsys.readouterr().out
+    for name in ("deit_small:int8", "deit_small:prune0.7", "deit_small:mini", "deit_small:distilled"):
+        assert name in out
+    assert "keep_rate=0.7" in out
+    assert "deit_tiny" not in out
+
+
+def test_attacks_list_names_gradient_needs(capsys):
+    assert main(["attacks", "list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert {"fgsm", "pgd", "square", "salt_and_pepper", "uap_pgd"} <= set(lines)
+    assert lines["pgd"].split()[1] == "yes" and lines["square"].split()[1] == "no"
+
+
+def test_run_with_missing_spec_path_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(tmp_path / "nope.yaml")])
+    assert exc.value.code == 2
+    assert "nope.yaml: no such spec file" in capsys.readouterr().err
+
+
+def test_gate_unknown_baseline_is_exit_2(tmp_path):
+    result = run_cli("gate", "--baseline", "nope", "--db", str(tmp_path / "db.sqlite"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
