@@ -80,6 +80,10 @@ def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
     # each measurement once, even though several checks use it
     assert len(keys) == len(run["measurements"])
     assert (latest / "report.md").exists()
+    # a second session re-attacks nothing: every adversarial set comes from the disk cache
+    again = _run(pytester)
+    again.assert_outcomes(passed=6)
+    assert "adversarial sets: 0 generated" in again.stdout.str()
 
 
 def test_false_property_fails_with_measured_values(pytester, spec_dir):

@@ -127,6 +127,7 @@ class Engine:
         self.model_records: dict[str, dict] = {}
         self.artifacts: dict[str, str] = {}
         self.warnings: list[dict] = []
+        self.cache_stats = {"adversarial_generated": 0, "adversarial_reused": 0}
 
     # -- building blocks ----------------------------------------------------------------------
     def model(self, name: str) -> ModelWrapper:
@@ -201,7 +202,13 @@ class Engine:
         if instance.needs_grad and target_of_attack.info.differentiable:
             head = slice(0, 32)   # AutoAttack-style check: gradients must be usable
             self._warn(sanity.gradient_warnings(target_of_attack, data.images[head], data.labels[head]), source)
-        stored = self.adv_cache.get_or_create(material, create)
+        stored = self.adv_cache.get(material)
+        if stored is None:
+            stored = create()
+            self.adv_cache.put(material, stored)
+            self.cache_stats["adversarial_generated"] += 1
+        else:
+            self.cache_stats["adversarial_reused"] += 1
         if "delta" in stored:
             self.artifacts[f"uap:{source}:{attack.name}"] = self._save_delta(source, attack, stored["delta"])
         self._adv[key] = (stored["adv"], label)
@@ -313,6 +320,7 @@ class Engine:
                 if mname == name:
                     rec["clean_acc"] = float(clean.float().mean())
         return {"measurements": list(self.measurements.values()), "models": self.model_records,
+                "cache": dict(self.cache_stats),
                 "artifacts": dict(self.artifacts), "warnings": list(self.warnings)}
 
 

@@ -43,7 +43,7 @@ def build_run_record(engine, checks: list[dict], options: dict, run_id: str, sta
         "config": {"data": engine.data_source, "zoo": options.get("zoo"),
                    "confidence": options.get("confidence", 0.95), "args": options.get("args", [])},
         "models": parts["models"], "measurements": parts["measurements"], "checks": checks,
-        "artifacts": parts["artifacts"], "warnings": parts["warnings"],
+        "artifacts": parts["artifacts"], "warnings": parts["warnings"], "cache": parts["cache"],
     }
 
 
@@ -62,7 +62,10 @@ def finish_run(engine, checks: list[dict], options: dict) -> dict:
     run = build_run_record(engine, checks, options, run_id, started)
     store.record(run)
     paths = write_reports(run, Path(options["report_dir"]))
-    lines = [terminal_summary(run)]
+    stats = run["cache"]
+    lines = [terminal_summary(run),
+             f"adversarial sets: {stats['adversarial_generated']} generated, "
+             f"{stats['adversarial_reused']} reused from the cache"]
     regressions = []
     if options.get("save_baseline"):
         store.save_baseline(options["save_baseline"], run_id)
