@@ -244,13 +244,25 @@ def test_training_loss_reaches_the_predictors(vit_model, digits_test):
 
 
 def test_trained_predictors_discriminate_between_tokens(pruned_fixture, vit_model, digits_test):
-    """Top-k on near-constant scores keeps a biased subset: training must spread the scores."""
-    def score_spread(model, net):
-        x = (digits_test.images - model.mean) / model.std
-        with torch.no_grad():
-            tokens = net.norm_pre(net._pos_embed(net.patch_embed(x)))[:, 1:]
-            keep = net.score_predictor[0](tokens, torch.ones(*tokens.shape[:2], 1)).exp()[..., 0]
-        return keep.std(1).mean().item()
+    """Top-k on near-constant scores keeps a biased subset: training must spread the scores.
 
-    assert score_spread(pruned_fixture, dynamic_vit(vit_model.net, 0.5)) < 0.01
-    assert score_spread(pruned_fixture, pruned_fixture.net) > 0.03
+    Measured on what the first predictor really sees at evaluation (the tokens after the
+    blocks before it): untrained it is ~2e-6 across tokens, after the fixture's 2 epochs ~0.02.
+    """
+    from vitrobust.zoo import ModelWrapper
+
+    def score_spread(model):
+        scores = []
+        hook = model.net.score_predictor[0].register_forward_hook(
+            lambda mod, args, out: scores.append(out[..., 0].exp()))
+        try:
+            model.predict(digits_test.images)
+        finally:
+            hook.remove()
+        return torch.cat(scores).std(1).mean().item()
+
+    untrained = ModelWrapper(dynamic_vit(vit_model.net, 0.5), copy.copy(vit_model.info),
+                             tuple(vit_model.mean.flatten().tolist()),
+                             tuple(vit_model.std.flatten().tolist())).eval()
+    assert score_spread(untrained) < 1e-4
+    assert score_spread(pruned_fixture) > 5e-3

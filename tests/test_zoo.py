@@ -95,3 +95,41 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     torch.save({"x": Evil()}, path)
     with pytest.raises(CheckpointError, match="not a loadable weights-only checkpoint"):
         load_checkpoint(torch.nn.Linear(1, 1), path)
+
+
+def test_fit_param_groups_keep_their_own_scheduled_lr(digits_test, monkeypatch):
+    """Each param group keeps its lr ratio under warmup-cosine; frozen tensors stay untouched."""
+    from vitrobust.zoo import train as train_mod
+
+    seen = []
+
+    class SpyAdamW(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            seen.append([g["lr"] for g in self.param_groups])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod.torch.optim, "AdamW", SpyAdamW)
+    torch.manual_seed(0)
+    net = torch.nn.ModuleDict({"fast": torch.nn.Linear(3 * 32 * 32, 10),
+                               "slow": torch.nn.Linear(3 * 32 * 32, 10),
+                               "frozen": torch.nn.Linear(1, 1)})
+    net["frozen"].weight.requires_grad_(False)
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+    def loss_fn(model, images, labels):
+        flat = images.flatten(1)
+        return torch.nn.functional.cross_entropy(model["fast"](flat) + model["slow"](flat), labels)
+
+    groups = [{"params": net["fast"].parameters(), "lr": 1e-2},
+              {"params": list(net["slow"].parameters()) + [net["frozen"].weight], "lr": 1e-4}]
+    recipe = {"epochs": 2, "batch_size": 32, "warmup_epochs": 1, "lr": 5.0, "augment": False}
+    train_mod.fit(net, digits_test.limit(128), recipe, loss_fn=loss_fn, params=groups, progress=False)
+
+    lrs = torch.tensor(seen)
+    assert lrs.shape == (8, 2)  # 2 epochs x 4 batches; the frozen tensor was filtered out
+    assert torch.allclose(lrs[:, 0] / lrs[:, 1], torch.full((8,), 100.0))
+    assert lrs[0, 0] == pytest.approx(1e-2 / 4)  # warmup step 1 of 4
+    assert lrs[3, 0] == pytest.approx(1e-2) and lrs[-1, 0] < 1e-2 / 2  # then cosine decay
+    moved = {k: (net.state_dict()[k] - before[k]).abs().max().item() for k in before}
+    assert moved["fast.weight"] > 20 * moved["slow.weight"] > 0
+    assert moved["frozen.weight"] == 0

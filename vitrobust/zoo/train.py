@@ -36,17 +36,40 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> t
     return out.gather(3, cols)
 
 
+def _param_groups(model: ModelWrapper, params) -> list:
+    """``params`` as AdamW param groups, trainable tensors only (see :func:`fit`)."""
+    params = list(params if params is not None else model.parameters())
+    if not any(isinstance(g, dict) for g in params):
+        return [{"params": [p for p in params if p.requires_grad]}]
+    if not all(isinstance(g, dict) for g in params):
+        raise ValueError("fit params: mix of tensors and param-group dicts")
+    groups = []
+    for group in params:
+        tensors = group["params"]
+        tensors = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+        tensors = [p for p in tensors if p.requires_grad]
+        if tensors:
+            groups.append({**group, "params": tensors})
+    return groups
+
+
 def fit(model: ModelWrapper, train: Dataset, recipe: dict, *, loss_fn: LossFn | None = None,
         params=None, desc: str = "train", progress: bool = True) -> float:
-    """Train ``model`` in place with AdamW and a warmup-cosine schedule; return the last loss."""
+    """Train ``model`` in place with AdamW and a warmup-cosine schedule; return the last loss.
+
+    ``params``: ``None`` (all of ``model``'s parameters), an iterable of tensors (all at
+    ``recipe["lr"]``), or a list of torch param-group dicts (``{"params": [...], "lr": ...}``);
+    a group without its own ``lr`` uses ``recipe["lr"]``. Every group's lr follows the same
+    warmup-cosine schedule (LambdaLR scales each group's initial lr). Parameters that do not
+    require grad are dropped, and groups left empty with them.
+    """
     epochs = int(recipe.get("epochs", 10))
     batch_size = int(recipe.get("batch_size", 64))
     warmup = float(recipe.get("warmup_epochs", 0))
     generator = torch.Generator().manual_seed(int(recipe.get("seed", 0)))
     torch.manual_seed(int(recipe.get("seed", 0)))
     loss_fn = loss_fn or cross_entropy_loss(float(recipe.get("label_smoothing", 0.0)))
-    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=float(recipe.get("lr", 1e-3)),
+    optimizer = torch.optim.AdamW(_param_groups(model, params), lr=float(recipe.get("lr", 1e-3)),
                                   weight_decay=float(recipe.get("weight_decay", 0.0)))
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = max(1, epochs * steps_per_epoch)
@@ -74,5 +97,7 @@ def fit(model: ModelWrapper, train: Dataset, recipe: dict, *, loss_fn: LossFn | 
             scheduler.step()
             last = loss.item()
         bar.set_postfix(loss=f"{last:.3f}")
+    # Leave no .grad behind: a trained model (e.g. a teacher) must look untouched to callers.
+    optimizer.zero_grad(set_to_none=True)
     model.eval()
     return last
