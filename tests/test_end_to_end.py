@@ -106,3 +106,18 @@ def test_bad_spec_is_a_one_line_collection_error(pytester, spec_dir):
     out = result.stdout.str()
     assert "bad.yaml" in out and "unknown key 'atacks'" in out
     assert "Traceback" not in out
+
+
+def test_a_reporting_failure_keeps_the_raw_results(pytester, spec_dir, monkeypatch):
+    from vitrobust import report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "write_reports", broken)
+    (spec_dir / "e2e.yaml").write_text(SPEC)
+    result = _run(pytester, "-k", "size_mb")
+    out = result.stdout.str()
+    assert "reporting failed (RuntimeError: disk full)" in out
+    [saved] = (pytester.path / "reports").glob("unfinished-*.json")
+    assert "size_mb(vit_fixture)" in saved.read_text()

@@ -233,9 +233,16 @@ def pytest_sessionfinish(session, exitstatus):
     checks = config.stash[RUN]["checks"]
     if not checks or config.getoption("vitrobust_no_report") or ENGINE not in config.stash:
         return
-    from .run import finish_run
+    from .run import finish_run, save_unfinished
 
-    summary = finish_run(config.stash[ENGINE], list(checks.values()), _options(config))
+    options = _options(config)
+    try:
+        summary = finish_run(config.stash[ENGINE], list(checks.values()), options)
+    except Exception as exc:   # never lose a run's results to a reporting problem
+        path = save_unfinished(config.stash[ENGINE], list(checks.values()), options)
+        summary = {"run_id": None, "text": f"reporting failed ({exc.__class__.__name__}: {exc}); "
+                                           f"raw results saved to {path}", "regressions": []}
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
     config.stash[RUN]["summary"] = summary
     if getattr(config, "cache", None) is not None:   # absent under -p no:cacheprovider
         config.cache.set("vitrobust/last_run", summary.get("run_id"))

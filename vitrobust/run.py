@@ -47,6 +47,20 @@ def build_run_record(engine, checks: list[dict], options: dict, run_id: str, sta
     }
 
 
+def save_unfinished(engine, checks: list[dict], options: dict) -> Path:
+    """Dump the raw results as JSON when reporting fails, so a long run is never lost."""
+    import json
+
+    out = Path(options["report_dir"]) / f"unfinished-{new_run_id()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parts = engine.run_record_parts()
+    except Exception as exc:  # keep at least the checks
+        parts = {"error": repr(exc)}
+    out.write_text(json.dumps({"checks": checks, **parts}, default=str, indent=1))
+    return out
+
+
 def finish_run(engine, checks: list[dict], options: dict) -> dict:
     """Write reports and the database row for this run; compare with a baseline if asked.
 
@@ -62,7 +76,7 @@ def finish_run(engine, checks: list[dict], options: dict) -> dict:
     run = build_run_record(engine, checks, options, run_id, started)
     store.record(run)
     paths = write_reports(run, Path(options["report_dir"]))
-    stats = run["cache"]
+    stats = run.get("cache") or {"adversarial_generated": 0, "adversarial_reused": 0}
     lines = [terminal_summary(run),
              f"adversarial sets: {stats['adversarial_generated']} generated, "
              f"{stats['adversarial_reused']} reused from the cache"]
