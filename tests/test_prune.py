@@ -229,6 +229,7 @@ def test_non_vit_base_is_an_error():
 def test_training_loss_reaches_the_predictors(vit_model, digits_test):
     from vitrobust.compress.prune import PRUNE_RECIPE, pruning_loss
     from vitrobust.zoo import ModelWrapper
+    vit_model.zero_grad(set_to_none=True)   # the session fixture may carry other tests' grads
     net = dynamic_vit(vit_model.net, 0.5)
     student = ModelWrapper(net, copy.copy(vit_model.info)).train()
     torch.manual_seed(0)
