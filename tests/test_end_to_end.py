@@ -121,3 +121,29 @@ def test_a_reporting_failure_keeps_the_raw_results(pytester, spec_dir, monkeypat
     assert "reporting failed (RuntimeError: disk full)" in out
     [saved] = (pytester.path / "reports").glob("unfinished-*.json")
     assert "size_mb(vit_fixture)" in saved.read_text()
+
+
+def test_baseline_gate_through_the_plugin(pytester, spec_dir):
+    """Save a run as a baseline, plant a regression in it, and the next session fails."""
+    import sqlite3
+
+    (spec_dir / "e2e.yaml").write_text(SPEC)
+    _run(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-save-baseline=release").assert_outcomes(passed=2)
+    same = _run(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-baseline=release")
+    same.assert_outcomes(passed=2)
+    assert same.ret == 0 and "no regressions against baseline 'release'" in same.stdout.str()
+
+    # plant: in the baseline, the PGD attack fooled nothing (so today's ASR is a large rise)
+    db = sqlite3.connect(pytester.path / "reports" / "vitrobust.sqlite")
+    (run_id,) = db.execute("SELECT run_id FROM baselines WHERE name='release'").fetchone()
+    rows = db.execute("SELECT rowid, outcomes FROM measurements WHERE run_id=? AND key=?",
+                      (run_id, "asr(vit_fixture_wide, pgd)")).fetchall()
+    for rowid, outcomes in rows:
+        zeroed = json.dumps([None if o is None else 0 for o in json.loads(outcomes)])
+        db.execute("UPDATE measurements SET value=0, k=0, outcomes=? WHERE rowid=?", (zeroed, rowid))
+    db.commit()
+    db.close()
+    worse = _run(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-baseline=release")
+    assert worse.ret != 0
+    assert "REGRESSIONS against baseline 'release'" in worse.stdout.str()
+    assert "asr(vit_fixture_wide, pgd)" in worse.stdout.str()
