@@ -6,7 +6,6 @@ DynamicViT keep-ratio loss and PGD adversarial training are all just losses here
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -54,31 +53,8 @@ def _param_groups(model: ModelWrapper, params) -> list:
     return groups
 
 
-# Float reductions depend on the thread count, so weights trained with 2 threads differ from
-# weights trained with 8, and a borderline verdict can flip. Training always uses this many
-# threads, so the default zoo is the same on every machine of the same CPU family.
-TRAINING_THREADS = 2
-
-
-@contextmanager
-def _training_threads(n: int = TRAINING_THREADS):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def fit(model: ModelWrapper, train: Dataset, recipe: dict, *, loss_fn: LossFn | None = None,
         params=None, desc: str = "train", progress: bool = True) -> float:
-    """Train ``model`` in place with a fixed thread count (see ``_fit`` for the arguments)."""
-    with _training_threads():
-        return _fit(model, train, recipe, loss_fn=loss_fn, params=params, desc=desc, progress=progress)
-
-
-def _fit(model: ModelWrapper, train: Dataset, recipe: dict, *, loss_fn: LossFn | None = None,
-         params=None, desc: str = "train", progress: bool = True) -> float:
     """Train ``model`` in place with AdamW and a warmup-cosine schedule; return the last loss.
 
     ``params``: ``None`` (all of ``model``'s parameters), an iterable of tensors (all at
