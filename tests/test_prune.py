@@ -265,5 +265,8 @@ def test_trained_predictors_discriminate_between_tokens(pruned_fixture, vit_mode
     untrained = ModelWrapper(dynamic_vit(vit_model.net, 0.5), copy.copy(vit_model.info),
                              tuple(vit_model.mean.flatten().tolist()),
                              tuple(vit_model.std.flatten().tolist())).eval()
-    assert score_spread(untrained) < 1e-4
-    assert score_spread(pruned_fixture) > 5e-3
+    before, after = score_spread(untrained), score_spread(pruned_fixture)
+    assert before < 1e-4
+    # the 2-epoch fixture's spread varied from 0.0017 to 0.02 between clean runs; untrained it is
+    # ~2e-6, so a hundredfold rise still tells a trained predictor from an untouched one
+    assert after > 1e-3 and after > 100 * before
