@@ -62,6 +62,8 @@ def _load_base(entry: ModelEntry, checkpoint: str | None, progress: bool) -> Mod
     else:
         train = load_dataset(entry.data, "train")
         key = cache.cache_key(entry.name, entry.recipe, train.fingerprint)
+        # seed the initial weights too: otherwise they depend on whatever the process drew first
+        torch.manual_seed(int(entry.recipe.get("seed", 0)))
         model = _new_wrapper(entry, entry.builder(num_classes=train.num_classes))
         state = cache.load_weights(entry.name, key)
         if state is not None:
