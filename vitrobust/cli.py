@@ -76,11 +76,9 @@ def _measure_one(name: str, input_size: int | None) -> dict:
     from .zoo import load_model
 
     model = load_model(name)
-    size = input_size or model.info.input_size
-    record = {"model": name, "params": metrics.param_count(model), "size_mb": round(metrics.size_mb(model), 3),
-              "gflops": round(metrics.gflops(model, size), 4),
-              "throughput": round(metrics.throughput(model, size, metrics.default_batch_size(size)), 1),
-              "throughput_batch": metrics.default_batch_size(size)}
+    record = {"model": name, **metrics.efficiency(model, input_size)}
+    for key, digits in (("size_mb", 3), ("gflops", 4), ("throughput", 1)):
+        record[key] = round(record[key], digits)
     if model.info.data is not None and input_size in (None, model.info.input_size):
         test = load_dataset(model.info.data, "test")
         record["clean_acc"] = round(float(metrics.correct(model, test.images, test.labels).float().mean()), 4)

@@ -276,16 +276,12 @@ class Engine:
         """Params, size, GFLOPs, throughput of a model (computed once), for checks and report."""
         if name not in self.model_records:
             model = self.model(name)
-            size = model.info.input_size
             self.model_records[name] = {
                 "weight_hash": model.info.weight_hash, "family": model.info.family,
-                "params": metrics.param_count(model), "size_mb": metrics.size_mb(model),
-                "gflops": metrics.gflops(model),
-                "throughput": metrics.throughput(model, batch_size=metrics.default_batch_size(size)),
-                "throughput_batch": metrics.default_batch_size(size),
+                **metrics.efficiency(model),
                 "differentiable": model.info.differentiable, "meta": dict(model.info.meta),
                 "build_seconds": model.info.build_seconds, "clean_acc": None,
-                "input_size": size,
+                "input_size": model.info.input_size,
             }
         return self.model_records[name]
 

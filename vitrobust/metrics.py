@@ -135,6 +135,14 @@ def throughput(model: ModelWrapper, input_size: int | None = None, batch_size: i
     return batch_size / statistics.median(times)
 
 
+def efficiency(model: ModelWrapper, input_size: int | None = None) -> dict:
+    """Params, size, GFLOPs and throughput (with its batch size) of one model, in one place."""
+    size = input_size or model.info.input_size
+    batch = default_batch_size(size)
+    return {"params": param_count(model), "size_mb": size_mb(model), "gflops": gflops(model, size),
+            "throughput": throughput(model, size, batch), "throughput_batch": batch}
+
+
 def default_batch_size(input_size: int) -> int:
     """Throughput batch: 64 small images, 8 at ImageNet size (memory and time stay modest)."""
     return 64 if input_size <= 64 else 8
