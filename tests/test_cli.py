@@ -1,7 +1,9 @@
 """The `vitrobust` command: outputs users script against, and one-line errors."""
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +63,25 @@ def test_run_with_missing_spec_path_is_one_line(tmp_path, capsys):
         main(["run", str(tmp_path / "nope.yaml")])
     assert exc.value.code == 2
     assert "nope.yaml: no such spec file" in capsys.readouterr().err
+
+
+def test_run_passes_pytest_options_through_and_defaults_to_specs(tmp_path):
+    # `-k pruning` must reach pytest as an option with its value, not be read as a spec path,
+    # and `--vitrobust-report-dir DIR` must keep its value even though DIR exists.
+    shutil.copytree(Path(__file__).parents[1] / "specs", tmp_path / "specs")
+    result = subprocess.run([sys.executable, "-m", "vitrobust.cli", "run", "-k", "pruning", "--collect-only",
+                             "--vitrobust-report-dir", str(tmp_path)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    items = [line for line in result.stdout.splitlines() if "::" in line]
+    assert items and all(line.startswith("specs/pruning.yaml::") for line in items)
+
+
+def test_run_without_specs_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "-k", "pruning"])
+    assert exc.value.code == 2 and "no specs/ folder here" in capsys.readouterr().err
 
 
 def test_gate_unknown_baseline_is_exit_2(tmp_path):

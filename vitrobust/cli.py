@@ -127,13 +127,22 @@ def _fmt(value) -> str:
 
 
 def cmd_run(args, extra: list[str]) -> int:
+    """Everything but --data and --zoo goes to pytest untouched, in order.
+
+    Spec paths are not parsed here: telling ``-k pruning`` from a spec path needs pytest's own
+    option table. Instead, ``specs/`` is made the default through ``testpaths``, which pytest
+    uses only when the command line names no path (rootdir is pinned to the working directory,
+    since pytest applies ``testpaths`` only when run from its rootdir).
+    """
     import pytest
 
-    specs = args.specs or ["specs"]
-    for spec in specs:
-        if not Path(spec).exists():
-            raise SystemExit(_error(f"{spec}: no such spec file or folder"))
-    pytest_args = [*specs, "-q", "-rfEsxX", *extra]
+    for arg in extra:
+        if arg.endswith((".yaml", ".yml")) and not arg.startswith("-") and not Path(arg).exists():
+            raise SystemExit(_error(f"{arg}: no such spec file"))
+    names_a_path = any(not a.startswith("-") and Path(a.split("::")[0]).exists() for a in extra)
+    if not names_a_path and not Path("specs").is_dir():
+        raise SystemExit(_error("no specs/ folder here; name a spec file or folder"))
+    pytest_args = [f"--rootdir={Path.cwd()}", "-o", "testpaths=specs", "-q", "-rfEsxX", *extra]
     if args.data:
         pytest_args += ["--vitrobust-data", args.data]
     if args.zoo:
@@ -187,9 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     attacks = sub.add_parser("attacks", help="the attack registry").add_subparsers(dest="attacks_command", required=True)
     attacks.add_parser("list", help="every attack with its defaults").set_defaults(func=cmd_attacks_list)
 
-    p = sub.add_parser("run", help="run specs (default: specs/) on the zoo and write a report; "
-                                   "extra arguments go to pytest")
-    p.add_argument("specs", nargs="*")
+    p = sub.add_parser("run", allow_abbrev=False,
+                       help="run specs (default: specs/) on the zoo and write a report; "
+                            "every other argument (spec paths, -k, --vitrobust-*) goes to pytest")
     p.add_argument("--data", help="data source: 'digits' (default) or an ImageFolder path")
     p.add_argument("--zoo", help="zoo config YAML pointing spec model names elsewhere")
     p.set_defaults(func=cmd_run)
