@@ -108,17 +108,16 @@ def test_bad_spec_is_a_one_line_collection_error(pytester, spec_dir):
     assert "Traceback" not in out
 
 
-def test_a_reporting_failure_keeps_the_raw_results(pytester, spec_dir, monkeypatch):
-    from vitrobust import report
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(report, "write_reports", broken)
+def test_a_reporting_failure_keeps_the_raw_results(pytester, spec_dir):
+    # A real failure, not a patched one: the database path is a folder, so sqlite cannot open it.
+    # (Patching vitrobust.report would not reach the inner session: pytester restores sys.modules
+    # between in-process runs, so the inner session may import a fresh module object.)
+    (pytester.path / "db-is-a-folder").mkdir()
     (spec_dir / "e2e.yaml").write_text(SPEC)
-    result = _run(pytester, "-k", "size_mb")
+    result = _run(pytester, "-k", "size_mb", f"--vitrobust-db={pytester.path / 'db-is-a-folder'}")
     out = result.stdout.str()
-    assert "reporting failed (RuntimeError: disk full)" in out
+    assert "reporting failed (StoreError: cannot use" in out and "unable to open database file" in out
+    assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     [saved] = (pytester.path / "reports").glob("unfinished-*.json")
     assert "size_mb(vit_fixture)" in saved.read_text()
 
