@@ -38,6 +38,7 @@ from typing import Callable, Iterable, Optional, Union
 import yaml
 
 from .expr import ExprError, measures, parse_check
+from .yamllines import item_line, key_line, load_yaml_with_lines, value_line
 
 __all__ = ["SpecError", "Spec", "Check", "load_spec_file", "load_specs", "parse_number",
            "SPEC_KEYS", "CHECK_KEYS", "DATA_KEYS", "INCONCLUSIVE", "STRATEGIES"]
@@ -104,70 +105,6 @@ class Spec:
 
     def __hash__(self):
         return hash((self.id, self.path))
-
-
-# --------------------------------------------------------------------------------------------
-# YAML with line numbers (still safe: only the plain SafeLoader types are built)
-# --------------------------------------------------------------------------------------------
-class _Map(dict):
-    line = 0
-    key_lines: dict
-    value_lines: dict
-
-
-class _Seq(list):
-    line = 0
-    item_lines: list
-
-
-class _LineLoader(yaml.SafeLoader):
-    pass
-
-
-def _construct_map(loader, node):
-    data = _Map()
-    data.line, data.key_lines, data.value_lines = node.start_mark.line + 1, {}, {}
-    yield data
-    # Record lines (and reject duplicate keys) before merge keys (<<: *defaults) are flattened:
-    # a key that overrides a merged one is not a duplicate.
-    for k_node, v_node in node.value:
-        if k_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(k_node)
-        try:
-            hash(key)
-        except TypeError:
-            continue                               # construct_mapping reports it
-        if key in data.key_lines:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", k_node.start_mark)
-        data.key_lines[key] = k_node.start_mark.line + 1
-        data.value_lines[key] = v_node.start_mark.line + 1
-    data.update(loader.construct_mapping(node))   # flattens merge keys, rejects unhashable keys
-
-
-def _construct_seq(loader, node):
-    data = _Seq()
-    data.line, data.item_lines = node.start_mark.line + 1, [n.start_mark.line + 1 for n in node.value]
-    yield data
-    data.extend(loader.construct_sequence(node))
-
-
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
-
-
-def _key_line(m, key, default=0) -> int:
-    return getattr(m, "key_lines", {}).get(key, getattr(m, "line", default) or default)
-
-
-def _value_line(m, key, default=0) -> int:
-    return getattr(m, "value_lines", {}).get(key, getattr(m, "line", default) or default)
-
-
-def _item_line(seq, i, default=0) -> int:
-    lines = getattr(seq, "item_lines", [])
-    return lines[i] if i < len(lines) else (getattr(seq, "line", default) or default)
 
 
 def _one_line(text: str) -> str:
@@ -247,17 +184,17 @@ def _parse_data(raw, ctx, line) -> dict:
         raise ctx.error(line, "data", f"must be a mapping (source, split, limit), got {type(raw).__name__}")
     for key in raw:
         if key not in DATA_KEYS:
-            raise ctx.error(_key_line(raw, key, line), "data",
+            raise ctx.error(key_line(raw, key, line), "data",
                             f"unknown key {key!r} (known: {_known(DATA_KEYS)}){_suggest(key, DATA_KEYS)}")
     data = {"source": None, "split": "test", "limit": None}
     data.update(raw)
     for key in ("source", "split", "fit_split"):
         if data.get(key) is not None and not isinstance(data[key], str):
-            raise ctx.error(_value_line(raw, key, line), f"data.{key}", "must be a string")
+            raise ctx.error(value_line(raw, key, line), f"data.{key}", "must be a string")
     for key in ("limit", "fit_limit"):
         v = data.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            raise ctx.error(_value_line(raw, key, line), f"data.{key}", f"must be a positive integer, got {v!r}")
+            raise ctx.error(value_line(raw, key, line), f"data.{key}", f"must be a positive integer, got {v!r}")
     return dict(data)
 
 
@@ -275,9 +212,9 @@ def _parse_attacks(raw, ctx, line, known_models, known_attacks) -> dict:
         raise ctx.error(line, "attacks", "must be a non-empty mapping alias -> {name: attack, ...}")
     attacks = {}
     for alias, entry in raw.items():
-        where, eline = f"attacks.{alias}", _value_line(raw, alias, line)
+        where, eline = f"attacks.{alias}", value_line(raw, alias, line)
         if not isinstance(alias, str) or not _IDENT.match(alias) or alias == "any":
-            raise ctx.error(_key_line(raw, alias, line), "attacks",
+            raise ctx.error(key_line(raw, alias, line), "attacks",
                             f"bad alias {alias!r} (letters, digits, '_'; not 'any')")
         if isinstance(entry, str):            # shorthand: `fgsm: fgsm`
             entry = {"name": entry}
@@ -287,19 +224,19 @@ def _parse_attacks(raw, ctx, line, known_models, known_attacks) -> dict:
         if not isinstance(name, str) or not name:
             raise ctx.error(eline, where, "missing field 'name' (the attack's registry name)")
         if known_attacks is not None and not known_attacks(name):
-            raise ctx.error(_value_line(entry, "name", eline), where, f"unknown attack {name!r}")
+            raise ctx.error(value_line(entry, "name", eline), where, f"unknown attack {name!r}")
         params = {}
         for key, value in entry.items():
             if not isinstance(key, str):
-                raise ctx.error(_key_line(entry, key, eline), where, f"bad parameter name {key!r}")
-            vline = _value_line(entry, key, eline)
+                raise ctx.error(key_line(entry, key, eline), where, f"bad parameter name {key!r}")
+            vline = value_line(entry, key, eline)
             if key in ("name", "strategy"):
                 params[key] = value
             else:
                 params[key] = _convert_params(value, ctx, vline, f"{where}.{key}")
         strategy = params.get("strategy")
         if strategy is not None:
-            sline = _value_line(entry, "strategy", eline)
+            sline = value_line(entry, "strategy", eline)
             ok = isinstance(strategy, str) and (strategy in STRATEGIES[:3] or (
                 strategy.startswith("transfer:") and len(strategy) > len("transfer:")))
             if not ok:
@@ -319,9 +256,9 @@ def _parse_matrix(raw, ctx, line) -> dict:
         raise ctx.error(line, "matrix", f"must be a mapping key -> list of values, got {type(raw).__name__}")
     matrix = {}
     for key, values in raw.items():
-        kline = _value_line(raw, key, line)
+        kline = value_line(raw, key, line)
         if not isinstance(key, str) or not _IDENT.match(key):
-            raise ctx.error(_key_line(raw, key, line), "matrix", f"bad key {key!r} (letters, digits, '_')")
+            raise ctx.error(key_line(raw, key, line), "matrix", f"bad key {key!r} (letters, digits, '_')")
         if not isinstance(values, list):
             values = [values]
         if not values:
@@ -360,7 +297,7 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
         raise ctx.error(line, "checks", "must be a non-empty list of checks")
     out, seen = [], {}
     for i, item in enumerate(raw):
-        where, iline = f"checks[{i}]", _item_line(raw, i, line)
+        where, iline = f"checks[{i}]", item_line(raw, i, line)
         if isinstance(item, str):
             item = {"check": item}
             item_map = None
@@ -368,11 +305,11 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
             item_map = item
             for key in item:
                 if key not in CHECK_KEYS:
-                    raise ctx.error(_key_line(item, key, iline), where,
+                    raise ctx.error(key_line(item, key, iline), where,
                                     f"unknown key {key!r} (known: {_known(CHECK_KEYS)}){_suggest(key, CHECK_KEYS)}")
             if "check" not in item:
                 raise ctx.error(iline, where, "missing field 'check'")
-            iline = _value_line(item, "check", iline)
+            iline = value_line(item, "check", iline)
         else:
             raise ctx.error(iline, where, f"must be a string or a mapping, got {type(item).__name__}")
         template = item["check"]
@@ -383,7 +320,7 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
         mode = inconclusive
         if item.get("inconclusive") is not None:
             mode = _parse_choice(item["inconclusive"], INCONCLUSIVE, ctx,
-                                 _value_line(item_map, "inconclusive", iline), f"{where}.inconclusive")
+                                 value_line(item_map, "inconclusive", iline), f"{where}.inconclusive")
         # placeholders: every {x} must name a matrix key
         for name in _PLACEHOLDER.findall(template):
             if name not in matrix:
@@ -396,18 +333,18 @@ def _expand_checks(raw, ctx, line, spec_id, matrix, attacks, inconclusive, known
         choices = {k: list(matrix[k]) for k in used}
         only = item.get("only")
         if only is not None:
-            oline = _value_line(item_map, "only", iline)
+            oline = value_line(item_map, "only", iline)
             if not isinstance(only, dict):
                 raise ctx.error(oline, f"{where}.only", "must be a mapping key -> list of values")
             for key, values in only.items():
                 if key not in matrix:
-                    raise ctx.error(_key_line(only, key, oline), f"{where}.only",
+                    raise ctx.error(key_line(only, key, oline), f"{where}.only",
                                     f"unknown matrix key {key!r} (matrix: {', '.join(matrix) or 'none'})")
                 values = values if isinstance(values, list) else [values]
                 allowed = {_text(v) for v in matrix[key]}
                 for v in values:
                     if _text(v) not in allowed:
-                        raise ctx.error(_value_line(only, key, oline), f"{where}.only.{key}",
+                        raise ctx.error(value_line(only, key, oline), f"{where}.only.{key}",
                                         f"value {v!r} is not in the matrix ({', '.join(map(_text, matrix[key]))})")
                 wanted = {_text(v) for v in values}
                 choices[key] = [v for v in choices[key] if _text(v) in wanted]
@@ -450,28 +387,28 @@ def _parse_spec(m, ctx, known_models, known_attacks) -> Spec:
     spec_id = m.get("id")
     if spec_id is not None:
         if not isinstance(spec_id, str) or not _ID.match(spec_id):
-            raise ctx.error(_value_line(m, "id", line), "id", f"must match [a-z0-9_-]+, got {spec_id!r}")
+            raise ctx.error(value_line(m, "id", line), "id", f"must match [a-z0-9_-]+, got {spec_id!r}")
         ctx.spec_id = spec_id
     for key in m:
         if key not in SPEC_KEYS:
-            raise ctx.error(_key_line(m, key, line), "",
+            raise ctx.error(key_line(m, key, line), "",
                             f"unknown key {key!r} (known: {_known(SPEC_KEYS)}){_suggest(key, SPEC_KEYS)}")
     for key in ("id", "about", "attacks", "checks"):
         if m.get(key) is None:
             raise ctx.error(line, "", f"missing field {key!r}")
     about = m["about"]
     if not isinstance(about, str) or not about.strip():
-        raise ctx.error(_value_line(m, "about", line), "about", "must be a non-empty string")
-    data = _parse_data(m.get("data"), ctx, _value_line(m, "data", line))
-    attacks = _parse_attacks(m["attacks"], ctx, _value_line(m, "attacks", line), known_models, known_attacks)
-    matrix = _parse_matrix(m.get("matrix"), ctx, _value_line(m, "matrix", line))
+        raise ctx.error(value_line(m, "about", line), "about", "must be a non-empty string")
+    data = _parse_data(m.get("data"), ctx, value_line(m, "data", line))
+    attacks = _parse_attacks(m["attacks"], ctx, value_line(m, "attacks", line), known_models, known_attacks)
+    matrix = _parse_matrix(m.get("matrix"), ctx, value_line(m, "matrix", line))
     confidence = m.get("confidence", 0.95)
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.5 < confidence < 1:
-        raise ctx.error(_value_line(m, "confidence", line), "confidence",
+        raise ctx.error(value_line(m, "confidence", line), "confidence",
                         f"must be a number in (0.5, 1), got {confidence!r}")
     inconclusive = _parse_choice(m.get("inconclusive", "fail"), INCONCLUSIVE, ctx,
-                                 _value_line(m, "inconclusive", line), "inconclusive")
-    checks = _expand_checks(m["checks"], ctx, _value_line(m, "checks", line), spec_id, matrix,
+                                 value_line(m, "inconclusive", line), "inconclusive")
+    checks = _expand_checks(m["checks"], ctx, value_line(m, "checks", line), spec_id, matrix,
                             attacks, inconclusive, known_models)
     return Spec(id=spec_id, about=about, path=ctx.path, data=data, attacks=attacks, matrix=matrix,
                 confidence=float(confidence), inconclusive=inconclusive, checks=checks, line=line)
@@ -486,7 +423,7 @@ def _read_yaml(path: str):
     except OSError as e:
         raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 -- a SafeLoader subclass
+        return load_yaml_with_lines(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{path}:{mark.line + 1}" if mark else path
@@ -518,7 +455,7 @@ def load_spec_file(path, known_models: Callable[[str], bool] = None,
     for index, raw in items:
         ctx = _Ctx(path, index)
         if not isinstance(raw, dict):
-            raise ctx.error(_item_line(doc, index or 0, 1), "", f"a spec must be a mapping, got {type(raw).__name__}")
+            raise ctx.error(item_line(doc, index or 0, 1), "", f"a spec must be a mapping, got {type(raw).__name__}")
         spec = _parse_spec(raw, ctx, known_models, known_attacks)
         if spec.id in ids:
             raise ctx.error(spec.line, "", f"duplicate spec id (also at line {ids[spec.id]})")
