@@ -146,3 +146,41 @@ def test_baseline_gate_through_the_plugin(pytester, spec_dir):
     assert worse.ret != 0
     assert "REGRESSIONS against baseline 'release'" in worse.stdout.str()
     assert "asr(vit_fixture_wide, pgd)" in worse.stdout.str()
+
+
+ZOO_SPEC = """
+id: own_zoo
+about: spec model names resolved by a zoo config to local checkpoints
+data: {limit: 160}
+attacks:
+  fgsm: {name: fgsm, eps: 2/255}
+checks:
+  - acc(good) > 0.5
+  - acc(broken) < 0.3
+  - size_mb(good:int8) < size_mb(good)
+"""
+
+
+def test_zoo_config_points_spec_names_at_local_checkpoints(pytester, spec_dir, vit_model):
+    """The route real users take (their checkpoints on disk), with checkpoints this test writes.
+
+    `broken` is the trained fixture with its head zeroed: it only scores at chance if the
+    checkpoint is really what gets loaded (a retrained or freshly trained model would not).
+    """
+    import torch
+
+    state = {k: v.clone() for k, v in vit_model.net.state_dict().items()}
+    torch.save({"model": state}, pytester.path / "good.pth")
+    broken = {k: (torch.zeros_like(v) if k.startswith("head.") else v) for k, v in state.items()}
+    torch.save({"model": broken}, pytester.path / "broken.pth")
+    (pytester.path / "zoo.yaml").write_text(textwrap.dedent(f"""
+        models:
+          good: {{arch: vit_fixture, checkpoint: {pytester.path / 'good.pth'}}}
+          broken: {{arch: vit_fixture, checkpoint: {pytester.path / 'broken.pth'}}}
+        """))
+    (spec_dir / "own.yaml").write_text(ZOO_SPEC)
+
+    unconfigured = _run(pytester)
+    assert "unknown model 'good'" in unconfigured.stdout.str()
+    result = _run(pytester, f"--vitrobust-zoo={pytester.path / 'zoo.yaml'}")
+    result.assert_outcomes(passed=3)

@@ -18,7 +18,7 @@ import pytest
 
 RUN = pytest.StashKey[dict]()
 ENGINE = pytest.StashKey[object]()
-ONE_LINE_ERRORS = ()   # filled lazily: the library's ValueError subclasses for bad input
+ZOO_ALIASES = pytest.StashKey[set]()   # model names a --vitrobust-zoo config defines
 
 
 def pytest_addoption(parser):
@@ -49,7 +49,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "vitrobust_spec(id): a check collected from a vitrobust spec")
     config.stash[RUN] = {"checks": {}}
-    _RECORDS.clear()
+    config.stash[ZOO_ALIASES] = set()
+    config.pluginmanager.register(OutcomeRecorder(config), "vitrobust-outcomes")
     # foolbox imports a deprecated scipy namespace; not the user's problem
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:foolbox.*")
 
@@ -84,7 +85,9 @@ class SpecFile(pytest.File):
         from .attacks import list_attacks
         from .spec import load_spec_file
 
-        specs = load_spec_file(self.path, known_models=_known_model, known_attacks=lambda a: a in list_attacks())
+        aliases = self.config.stash[ZOO_ALIASES]
+        specs = load_spec_file(self.path, known_models=lambda name: _known_model(name, aliases),
+                               known_attacks=lambda a: a in list_attacks())
         for spec in specs:
             groups: dict[tuple, list] = {}
             for check in spec.checks:
@@ -100,7 +103,7 @@ class SpecFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
-def _known_model(name: str) -> bool:
+def _known_model(name: str, zoo_aliases: set[str]) -> bool:
     """A spec's model name is known if its base is registered (or aliased by a zoo config) and
     every suffix is a known compression."""
     from .compress import CompressionError, parse_suffix
@@ -108,7 +111,7 @@ def _known_model(name: str) -> bool:
     from .zoo.registry import is_registered
 
     base, suffixes = split_name(name)
-    if not (is_registered(base) or base in _ZOO_ALIASES):
+    if not (is_registered(base) or base in zoo_aliases):
         return False
     try:
         for suffix in suffixes:
@@ -116,9 +119,6 @@ def _known_model(name: str) -> bool:
     except CompressionError:
         return False
     return True
-
-
-_ZOO_ALIASES: set[str] = set()
 
 
 class SpecNode(pytest.Collector):
@@ -198,34 +198,39 @@ def pytest_collection(session):
     if zoo_path:
         from .engine import ZooConfig
 
-        _ZOO_ALIASES.update(ZooConfig.load(zoo_path).models)
+        session.config.stash[ZOO_ALIASES].update(ZooConfig.load(zoo_path).models)
 
 
-def pytest_runtest_logreport(report):
-    record = _RECORDS.get(report.nodeid)
-    if record is None:
-        return
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        if hasattr(report, "wasxfail"):
-            record["outcome"] = "xfailed" if report.skipped else "xpassed"
-        else:
-            record["outcome"] = report.outcome
+class OutcomeRecorder:
+    """Keeps each check's pytest outcome (passed, failed, xfailed, ...) in its run record.
 
+    A registered object rather than module hooks: ``pytest_runtest_logreport`` receives only the
+    report, and the object carries the config whose stash holds the records.
+    """
 
-_RECORDS: dict[str, dict] = {}
+    def __init__(self, config):
+        self.checks = config.stash[RUN]["checks"]
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        if isinstance(item, CheckItem):
+            # the record exists before runtest fills it in, so an error in setup is recorded too
+            self.checks.setdefault(item.nodeid, {
+                "spec": item.spec.id, "nodeid": item.nodeid, "check": item.check.text,
+                "params": dict(item.check.params), "claim": item.check.claim, "status": "error",
+                "outcome": None, "xfail_reason": item.check.xfail, "message": "", "values": {},
+                "statistic": "", "p_value": None, "intervals": {}})
+        yield
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    if isinstance(item, CheckItem):
-        # make the record visible to logreport even before runtest fills it in
-        item.config.stash[RUN]["checks"].setdefault(item.nodeid, {
-            "spec": item.spec.id, "nodeid": item.nodeid, "check": item.check.text,
-            "params": dict(item.check.params), "claim": item.check.claim, "status": "error",
-            "outcome": None, "xfail_reason": item.check.xfail, "message": "", "values": {},
-            "statistic": "", "p_value": None, "intervals": {}})
-        _RECORDS[item.nodeid] = item.config.stash[RUN]["checks"][item.nodeid]
-    yield
+    def pytest_runtest_logreport(self, report):
+        record = self.checks.get(report.nodeid)
+        if record is None:
+            return
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            if hasattr(report, "wasxfail"):
+                record["outcome"] = "xfailed" if report.skipped else "xpassed"
+            else:
+                record["outcome"] = report.outcome
 
 
 def pytest_sessionfinish(session, exitstatus):
