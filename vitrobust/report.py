@@ -248,6 +248,7 @@ th{background:#f2f4f8}tr:nth-child(even) td{background:#fafbfc}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
 figure img{max-width:100%;border:1px solid #e3e7ee}figcaption{font-size:.85rem;color:#5a6476}
 .warning{background:#fff8c5;border-left:4px solid #9a6700;padding:.3rem .6rem;margin:.3rem 0}
+details pre{white-space:pre-wrap;font-size:.8rem;margin:.3rem 0}summary{cursor:pointer;color:#5a6476}
 """
 
 
@@ -266,6 +267,11 @@ def _table(headers, rows, raw_cols=()) -> str:
     body = "".join("<tr>" + "".join(f"<td>{cell if i in raw_cols else _e(cell)}</td>"
                                     for i, cell in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _details(text) -> str:
+    """The verdict's full message, folded: it repeats the values and statistic shown beside it."""
+    return f"<details><summary>details</summary><pre>{_e(text)}</pre></details>" if text else ""
 
 
 def spec_anchor(spec) -> str:
@@ -310,7 +316,7 @@ def html_page(run: dict, plots: list[Plot] | None = None, notes: list[str] | Non
         rows = [(f"<code>{_e(c.get('check'))}</code>", _e(params_text(c.get("params"))),
                  _badge(c.get("status")), _badge(c.get("outcome")),
                  "<br>".join(f"<code>{_e(k)}</code> = {_e(v)}" for k, v in check_values(run, c)),
-                 _e(_statistic(c)), _e(c.get("message")))
+                 _e(_statistic(c)), _details(c.get("message")))
                 for c in checks]
         if rows:
             parts.append(_table(("check", "params", "verdict", "outcome",
