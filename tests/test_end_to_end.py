@@ -161,8 +161,20 @@ checks:
 """
 
 
-def test_zoo_config_points_spec_names_at_local_checkpoints(pytester, spec_dir, vit_model):
-    """The route real users take (their checkpoints on disk), with checkpoints this test writes.
+def _write_image_folder(root, data):
+    """``data`` as PNG files in ImageFolder layout (one folder per class, named by its label)."""
+    import numpy as np
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(data.images, data.labels.tolist())):
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(root / str(label) / f"{i}.png")
+
+
+def test_zoo_config_points_specs_at_local_checkpoints_and_an_image_folder(pytester, spec_dir, vit_model,
+                                                                          digits_test):
+    """The route real users take (checkpoints and images on disk), with files this test writes.
 
     `broken` is the trained fixture with its head zeroed: it only scores at chance if the
     checkpoint is really what gets loaded (a retrained or freshly trained model would not).
@@ -173,7 +185,9 @@ def test_zoo_config_points_spec_names_at_local_checkpoints(pytester, spec_dir, v
     torch.save({"model": state}, pytester.path / "good.pth")
     broken = {k: (torch.zeros_like(v) if k.startswith("head.") else v) for k, v in state.items()}
     torch.save({"model": broken}, pytester.path / "broken.pth")
+    _write_image_folder(pytester.path / "images" / "val", digits_test)
     (pytester.path / "zoo.yaml").write_text(textwrap.dedent(f"""
+        data: {pytester.path / 'images'}
         models:
           good: {{arch: vit_fixture, checkpoint: {pytester.path / 'good.pth'}}}
           broken: {{arch: vit_fixture, checkpoint: {pytester.path / 'broken.pth'}}}
@@ -184,3 +198,5 @@ def test_zoo_config_points_spec_names_at_local_checkpoints(pytester, spec_dir, v
     assert "unknown model 'good'" in unconfigured.stdout.str()
     result = _run(pytester, f"--vitrobust-zoo={pytester.path / 'zoo.yaml'}")
     result.assert_outcomes(passed=3)
+    report = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
+    assert report["config"]["data"] == str(pytester.path / "images")
