@@ -49,3 +49,15 @@ def test_shared_parameters_counted_once():
 
 def test_throughput_is_positive(vit_model):
     assert metrics.throughput(vit_model, batch_size=8, warmup=1, repeats=2) > 0
+
+
+def test_side_by_side_throughput_ranks_a_slowed_copy_below_the_original(vit_model):
+    import copy
+    import time
+
+    slowed = copy.deepcopy(vit_model)
+    forward = slowed.net.forward
+    slowed.net.forward = lambda x: (time.sleep(0.02), forward(x))[1]   # +20 ms per batch
+    fast, slow = metrics.throughput_side_by_side([vit_model, slowed], rounds=2)
+    assert fast > slow > 0
+    assert slow < 64 / 0.02          # the sleep alone caps it

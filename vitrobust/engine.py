@@ -285,12 +285,24 @@ class Engine:
             }
         return self.model_records[name]
 
+    def _throughput_side_by_side(self, timed: list[Measure], config: DataConfig) -> dict:
+        names = list(dict.fromkeys(m.model for m in timed))
+        speeds = dict(zip(names, metrics.throughput_side_by_side([self.model(n) for n in names])))
+        for name, speed in speeds.items():
+            self.model_records[name]["throughput"] = speed
+        for m in timed:
+            self.measurements[(m.key, config.key, ())].update(value=speeds[m.model])
+        return {m: Observation(speeds[m.model], None) for m in timed}
+
     # -- checks ---------------------------------------------------------------------------------
     def evaluate(self, node, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
                  confidence: float | None = None) -> Verdict:
         from .expr import measures
 
         observations = {m: self.observe(m, attacks, spec_data, spec_id) for m in measures(node)}
+        timed = [m for m in observations if m.kind == "throughput"]
+        if len(timed) > 1:   # a comparison of speeds: time the models side by side, now
+            observations.update(self._throughput_side_by_side(timed, self.data_config(spec_data)))
         for m in measures(node):   # every model a check touches gets a row in the models table
             for name in filter(None, (m.model, m.source)):
                 self.model_summary(name)
