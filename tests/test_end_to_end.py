@@ -155,7 +155,7 @@ data: {limit: 160}
 attacks:
   fgsm: {name: fgsm, eps: 2/255}
 checks:
-  - acc(good) > 0.5
+  - acc(good) > acc(broken)
   - acc(broken) < 0.3
   - size_mb(good:int8) < size_mb(good)
 """
@@ -178,6 +178,8 @@ def test_zoo_config_points_specs_at_local_checkpoints_and_an_image_folder(pytest
 
     `broken` is the trained fixture with its head zeroed: it only scores at chance if the
     checkpoint is really what gets loaded (a retrained or freshly trained model would not).
+    `good` is compared with `broken` rather than with a fixed accuracy: the 7-second fixture
+    scores 0.45-0.85 on these re-read PNGs depending on the machine that trained it.
     """
     import torch
 
