@@ -86,6 +86,22 @@ def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
     assert "adversarial sets: 0 generated" in again.stdout.str()
 
 
+def test_max_images_caps_every_measurement_and_is_recorded(pytester, spec_dir):
+    (spec_dir / "e2e.yaml").write_text(SPEC)     # the spec asks for 160 images
+    _run(pytester, "-k", "vit_fixture_wide and fgsm", "--vitrobust-max-images=40").assert_outcomes(passed=1)
+    run = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
+    assert run["config"]["max_images"] == 40
+    rates = [m for m in run["measurements"] if m["n"] is not None]
+    assert rates and all(len(m["outcomes"]) == 40 and m["data"].endswith("[:40]") for m in rates)
+
+
+def test_max_images_must_be_a_positive_count(pytester, spec_dir):
+    (spec_dir / "e2e.yaml").write_text(SPEC)
+    result = _run(pytester, "--vitrobust-max-images=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "expected a positive whole number, got '0'" in result.stderr.str()
+
+
 def test_false_property_fails_with_measured_values(pytester, spec_dir):
     (spec_dir / "false.yaml").write_text(FALSE_SPEC)
     result = _run(pytester)

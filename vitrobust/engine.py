@@ -112,8 +112,9 @@ class Engine:
 
     def __init__(self, *, data_source: str | None = None, zoo: ZooConfig | None = None,
                  adv_cache_dir: str | Path | None = None, progress: bool = True,
-                 confidence: float = 0.95):
+                 confidence: float = 0.95, max_images: int | None = None):
         self.zoo = zoo or ZooConfig()
+        self.max_images = max_images   # caps every spec's image count (a quick smoke run)
         self.data_source = data_source or self.zoo.data or DEFAULT_SOURCE
         self.progress = progress
         self.confidence = confidence
@@ -161,7 +162,10 @@ class Engine:
         source = self.zoo.data or spec_data.get("source") or self.data_source
         if self.data_source != DEFAULT_SOURCE:   # the command line / zoo config wins over the spec
             source = self.data_source
-        return DataConfig(source, spec_data.get("split", "test"), spec_data.get("limit", DEFAULT_LIMIT))
+        limit = spec_data.get("limit", DEFAULT_LIMIT)
+        if self.max_images is not None:
+            limit = self.max_images if limit is None else min(limit, self.max_images)
+        return DataConfig(source, spec_data.get("split", "test"), limit)
 
     def clean_correct(self, name: str, config: DataConfig) -> torch.Tensor:
         model = self.model(name)

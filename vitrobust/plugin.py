@@ -43,7 +43,18 @@ def pytest_addoption(parser):
                     help="compare with the named baseline; regressions fail the session")
     group.addoption("--vitrobust-asr-margin", type=float, default=0.05,
                     help="ASR rise tolerated against the baseline before it is a regression (default 0.05)")
+    group.addoption("--vitrobust-max-images", metavar="N", type=_positive_int, default=None,
+                    help="use at most N images per spec (a quick smoke run: fewer images, wider "
+                         "intervals, more inconclusive verdicts)")
     group.addoption("--vitrobust-no-progress", action="store_true", help="no progress bars")
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
 
 
 def pytest_configure(config):
@@ -188,7 +199,8 @@ def session_engine(config):
         config.stash[ENGINE] = Engine(
             data_source=config.getoption("vitrobust_data"), zoo=zoo,
             progress=not config.getoption("vitrobust_no_progress"),
-            confidence=config.getoption("vitrobust_confidence") or 0.95)
+            confidence=config.getoption("vitrobust_confidence") or 0.95,
+            max_images=config.getoption("vitrobust_max_images"))
     return config.stash[ENGINE]
 
 

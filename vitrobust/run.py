@@ -41,6 +41,7 @@ def build_run_record(engine, checks: list[dict], options: dict, run_id: str, sta
         "finished": dt.datetime.now().isoformat(timespec="seconds"),
         "git_commit": git_commit(options.get("cwd")), "versions": versions(),
         "config": {"data": engine.data_source, "zoo": options.get("zoo"),
+                   "max_images": getattr(engine, "max_images", None),
                    "confidence": options.get("confidence", 0.95), "args": options.get("args", [])},
         "models": parts["models"], "measurements": parts["measurements"], "checks": checks,
         "artifacts": parts["artifacts"], "warnings": parts["warnings"], "cache": parts["cache"],
