@@ -44,13 +44,23 @@ def test_gradient_warnings(vit_model, digits_test):
 
 
 def test_black_box_beats_white_box():
-    ok = {"pgd": (0.9, True), "fgsm": (0.5, True), "square": (0.6, False)}
+    ok = {"pgd": (0.9, True, "linf", 8 / 255), "fgsm": (0.5, True, "linf", 8 / 255),
+          "square": (0.6, False, "linf", 8 / 255)}
     assert black_box_beats_white_box(ok, "m") == []
-    bad = {"pgd": (0.3, True), "square": (0.6, False), "spatial": (0.2, False)}
+    bad = {"pgd": (0.3, True, "linf", 8 / 255), "square": (0.6, False, "linf", 4 / 255),
+           "noise": (0.2, False, "linf", 4 / 255)}
     warns = black_box_beats_white_box(bad, "deit_tiny")
     assert len(warns) == 1 and warns[0]["kind"] == "black-box-beats-white-box"
     assert "square" in warns[0]["message"] and "pgd" in warns[0]["message"]
-    assert black_box_beats_white_box({"square": (1.0, False)}, "m") == []
+    assert black_box_beats_white_box({"square": (1.0, False, "linf", 0.1)}, "m") == []
+
+
+def test_black_box_is_only_compared_within_its_threat_model_and_budget():
+    results = {"pgd": (0.3, True, "linf", 2 / 255),
+               "noise": (0.5, False, "linf", 8 / 255),       # a larger budget: not comparable
+               "sp": (0.9, False, "l2", 1.5),                # another norm
+               "spatial": (0.9, False, "spatial", None)}     # rotations have no eps
+    assert black_box_beats_white_box(results, "m") == []
 
 
 def test_determinism_warning(vit_model, digits_test):

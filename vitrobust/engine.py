@@ -313,16 +313,17 @@ class Engine:
         return decide(node, observations, confidence or self.confidence)
 
     def _compare_attack_kinds(self) -> None:
-        """Warn where a black-box attack beat every white-box one on a differentiable model."""
-        by_model: dict[str, dict] = {}
+        """Warn where a black-box attack beat the white-box ones of its budget (per model and data)."""
+        groups: dict[tuple, dict] = {}
         for rec in self.measurements.values():
             if rec["kind"] == "asr" and rec["attack"] and "," not in rec["attack"] \
                     and rec.get("strategy") in ("white-box", "black-box"):
-                needs_grad = rec["strategy"] == "white-box"
-                by_model.setdefault(rec["target"], {})[rec["attack"]] = (rec["value"], needs_grad)
-        for name, asr_by_attack in by_model.items():
+                threat = rec.get("threat_model") or {}
+                groups.setdefault((rec["target"], rec["data"]), {})[rec["attack"]] = (
+                    rec["value"], rec["strategy"] == "white-box", threat.get("norm"), threat.get("eps"))
+        for (name, _), results in groups.items():
             if self.model(name).info.differentiable:
-                self._warn(sanity.black_box_beats_white_box(asr_by_attack, name), name)
+                self._warn(sanity.black_box_beats_white_box(results, name), name)
 
     def run_record_parts(self) -> dict:
         """Measurements, models, artifacts and warnings for the run record (see INTERFACES.md)."""

@@ -42,18 +42,30 @@ def gradient_warnings(model, images: torch.Tensor, labels: torch.Tensor) -> list
     return out
 
 
-def black_box_beats_white_box(asr_by_attack: dict, model_name: str, margin: float = 0.0) -> list[dict]:
-    """``asr_by_attack``: attack name -> (asr, needs_grad) on one differentiable model."""
-    white = {k: v[0] for k, v in asr_by_attack.items() if v[1]}
-    black = {k: v[0] for k, v in asr_by_attack.items() if not v[1]}
-    if not white or not black:
-        return []
-    best_white = max(white, key=white.get)
-    return [{"kind": "black-box-beats-white-box",
-             "message": f"{model_name}: black-box {name} (ASR {asr:.3f}) beats the best white-box "
-                        f"attack {best_white} (ASR {white[best_white]:.3f}); check the gradient "
-                        f"attacks (masked gradients, too few steps, comparable budgets?)"}
-            for name, asr in sorted(black.items()) if asr > white[best_white] + margin]
+def black_box_beats_white_box(results: dict, model_name: str, margin: float = 0.0) -> list[dict]:
+    """Warn where a black-box attack beat every white-box attack that had at least its budget.
+
+    ``results``: attack name -> ``(asr, needs_grad, norm, eps)`` on one differentiable model and
+    one data slice. A gradient attack with the same norm and an equal or larger eps should do at
+    least as well as a query attack; when it does not, its gradients are suspect (masking, too
+    few steps). Attacks of other threat models (L2 vs L-inf, rotations) are not comparable.
+    """
+    warnings = []
+    for name, (asr, needs_grad, norm, eps) in sorted(results.items()):
+        if needs_grad or eps is None:
+            continue
+        rivals = {w: r[0] for w, r in results.items()
+                  if r[1] and r[2] == norm and r[3] is not None and r[3] >= eps - 1e-12}
+        if not rivals:
+            continue
+        best = max(rivals, key=rivals.get)
+        if asr > rivals[best] + margin:
+            warnings.append({
+                "kind": "black-box-beats-white-box",
+                "message": f"{model_name}: black-box {name} (ASR {asr:.3f}, {norm} eps {eps:.4g}) beats "
+                           f"every white-box attack with at least its budget, best {best} (ASR "
+                           f"{rivals[best]:.3f}); check the gradient attacks (masked gradients, too few steps?)"})
+    return warnings
 
 
 def determinism_warning(model, images: torch.Tensor, atol: float = 1e-5) -> list[dict]:
