@@ -64,6 +64,8 @@ def pytest_configure(config):
     config.pluginmanager.register(OutcomeRecorder(config), "vitrobust-outcomes")
     # foolbox imports a deprecated scipy namespace; not the user's problem
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:foolbox.*")
+    # ...and its SpatialAttack calls torch.meshgrid without `indexing` (torch then warns)
+    config.addinivalue_line("filterwarnings", "ignore:torch.meshgrid. in an upcoming release:UserWarning")
 
 
 def pytest_collect_file(file_path: Path, parent):
