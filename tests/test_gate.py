@@ -2,7 +2,7 @@
 import pytest
 
 from run_factory import clone, find, flip_outcomes, make_run, refresh
-from vitrobust.gate import HEADERS, compare, gate_main, table
+from vitrobust.gate import HEADERS, comparability_notes, compare, gate_main, table
 from vitrobust.store import Store
 
 
@@ -117,6 +117,18 @@ def test_gate_main_passes_an_unchanged_run(db, base, capsys):
         store.record(clone(base, "cur"))
     assert gate_main(["--baseline", "release", "--db", str(db)]) == 0
     assert "no regressions" in capsys.readouterr().out
+
+
+def test_a_capped_run_is_flagged_as_not_like_for_like(db, base, capsys):
+    cur = clone(base, "cur")
+    cur["config"] = {**(base.get("config") or {}), "max_images": 40}
+    [note] = comparability_notes(cur, base)
+    assert "max_images differs from the baseline (None there, 40 here)" in note
+    assert comparability_notes(clone(base, "same"), base) == []
+    with Store(db) as store:
+        store.record(cur)
+    gate_main(["--baseline", "release", "--db", str(db)])
+    assert "note: max_images differs" in capsys.readouterr().out
 
 
 def test_gate_main_fails_a_planted_regression(db, base, capsys):

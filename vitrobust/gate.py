@@ -168,6 +168,21 @@ def compare(current: dict, baseline: dict, asr_margin: float = 0.05,
     return out
 
 
+COMPARABLE_CONFIG = ("data", "zoo", "max_images")
+
+
+def comparability_notes(current: dict, baseline: dict) -> list[str]:
+    """Settings that differ between the two runs, so their measurements are not like for like.
+
+    A capped smoke run (``max_images``), another data source or another zoo still gets compared
+    (rates are compared unpaired where the image sets differ), but the reader should know.
+    """
+    cur, base = current.get("config") or {}, baseline.get("config") or {}
+    return [f"note: {key} differs from the baseline ({base.get(key)!r} there, {cur.get(key)!r} here); "
+            f"measurements on other images are compared unpaired"
+            for key in COMPARABLE_CONFIG if cur.get(key) != base.get(key)]
+
+
 def table(regressions: list[Regression], tablefmt: str = "simple") -> str:
     return tabulate([r.as_row() for r in regressions], headers=HEADERS, tablefmt=tablefmt)
 
@@ -204,6 +219,8 @@ def gate_main(argv: list[str] | None = None) -> int:
         print(f"vitrobust gate: error: {exc}", file=sys.stderr)
         return 2
     found = compare(cur, base, asr_margin=args.asr_margin, confidence=args.confidence)
+    for note in comparability_notes(cur, base):
+        print(note)
     head = f"run {cur['run_id']} against baseline {args.baseline!r} (run {base['run_id']})"
     if found:
         print(table(found))

@@ -88,9 +88,10 @@ def finish_run(engine, checks: list[dict], options: dict) -> dict:
     if options.get("baseline"):
         from tabulate import tabulate
 
-        from .gate import compare
+        from .gate import comparability_notes, compare
 
         baseline = store.baseline_run(options["baseline"])
+        lines += comparability_notes(run, baseline)
         regressions = compare(run, baseline, asr_margin=options.get("asr_margin", 0.05),
                               confidence=options.get("confidence", 0.95))
         if regressions:
