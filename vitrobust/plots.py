@@ -90,7 +90,7 @@ def keep_rate_plot(run: dict) -> Plot | None:
              if any(rate < 1.0 for rate, _ in v)}
     if not lines:
         return None
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(9.6, 4.2), layout="constrained")
     ax = fig.add_subplot()
     colors = {}
     for (base, attack, style), points in sorted(lines.items(), key=lambda kv: str(kv[0])):
@@ -104,7 +104,7 @@ def keep_rate_plot(run: dict) -> Plot | None:
     ax.set_ylim(-0.02, 1.02)
     ax.invert_xaxis()   # compression grows to the right
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))   # beside, never on the data
     ax.set_title("ASR against token keep-rate")
     return Plot("asr_keep_rate", "ASR against keep-rate", _png(fig))
 
@@ -151,24 +151,28 @@ def scatter_plots(run: dict) -> list[Plot]:
                   if t in models and _finite(models[t].get(field))]
         if not points:
             continue
-        fig = Figure(figsize=(6.4, 4.2))
-        ax = fig.add_subplot()
+        # One panel per attack (small multiples): on one shared panel the model labels of six
+        # attacks piled on top of each other and the legend hid points.
         attacks = sorted({p[3] for p in points}, key=str)
-        for i, attack in enumerate(attacks):
+        ncols = min(3, len(attacks))
+        nrows = math.ceil(len(attacks) / ncols)
+        fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel()
+        for i, (ax, attack) in enumerate(zip(axes, attacks)):
             sel = [p for p in points if p[3] == attack]
-            ax.scatter([p[0] for p in sel], [p[1] for p in sel], color=f"C{i % 10}",
-                       label=str(attack))
+            ax.scatter([p[0] for p in sel], [p[1] for p in sel], color=f"C{i % 10}")
             for x, y, name, _ in sel:
-                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3),
-                            fontsize=7)
-        if log and min(p[0] for p in points) > 0:
-            ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("attack success rate")
-        ax.set_ylim(-0.02, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(title="attack", fontsize="small")
-        ax.set_title(f"ASR against {label.split(' (')[0]}")
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            if log and min(p[0] for p in points) > 0:
+                ax.set_xscale("log")
+            ax.set_ylim(-0.02, 1.05)
+            ax.grid(alpha=0.3)
+            ax.set_title(str(attack), fontsize="medium")
+        for ax in axes[len(attacks):]:
+            ax.set_visible(False)
+        fig.supxlabel(label)
+        fig.supylabel("attack success rate")
+        fig.suptitle(f"ASR against {label.split(' (')[0]}")
         plots.append(Plot(f"asr_vs_{field}", f"ASR against {label}", _png(fig)))
     return plots
 
