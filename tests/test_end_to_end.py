@@ -86,6 +86,15 @@ def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
     assert "adversarial sets: 0 generated" in again.stdout.str()
 
 
+def test_run_record_starts_when_the_session_starts(pytester, spec_dir):
+    # a session that spends over a second before its first check: "started" must predate it
+    pytester.makeconftest("import time\ndef pytest_collection_finish(session):\n    time.sleep(1.2)\n")
+    (spec_dir / "e2e.yaml").write_text(SPEC)
+    _run(pytester, "-k", "size_mb").assert_outcomes(passed=1)
+    run = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
+    assert run["started"] < run["finished"]
+
+
 def test_max_images_caps_every_measurement_and_is_recorded(pytester, spec_dir):
     (spec_dir / "e2e.yaml").write_text(SPEC)     # the spec asks for 160 images
     _run(pytester, "-k", "vit_fixture_wide and fgsm", "--vitrobust-max-images=40").assert_outcomes(passed=1)

@@ -49,6 +49,12 @@ def pytest_addoption(parser):
     group.addoption("--vitrobust-no-progress", action="store_true", help="no progress bars")
 
 
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
 def _positive_int(text: str) -> int:
     import argparse
 
@@ -59,7 +65,7 @@ def _positive_int(text: str) -> int:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "vitrobust_spec(id): a check collected from a vitrobust spec")
-    config.stash[RUN] = {"checks": {}}
+    config.stash[RUN] = {"checks": {}, "started": _now()}
     config.stash[ZOO_ALIASES] = set()
     config.pluginmanager.register(OutcomeRecorder(config), "vitrobust-outcomes")
     # foolbox imports a deprecated scipy namespace; not the user's problem
@@ -283,6 +289,7 @@ def _options(config) -> dict:
         "data": config.getoption("vitrobust_data"),
         "zoo": config.getoption("vitrobust_zoo"),
         "args": list(config.invocation_params.args),
+        "started": config.stash[RUN]["started"],
         "cwd": os.getcwd(),
     }
 

@@ -70,7 +70,7 @@ def finish_run(engine, checks: list[dict], options: dict) -> dict:
     from .report import terminal_summary, write_reports
     from .store import Store
 
-    started = getattr(engine, "started", None) or dt.datetime.now().isoformat(timespec="seconds")
+    started = options.get("started") or dt.datetime.now().isoformat(timespec="seconds")
     store = Store(options["db"])
     run_id = store.begin_run({"started": started, "git_commit": git_commit(options.get("cwd")),
                               "versions": versions(), "config": {"data": engine.data_source}})
