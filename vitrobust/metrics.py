@@ -118,14 +118,16 @@ def gflops(model: ModelWrapper, input_size: int | None = None) -> float:
 
 
 @torch.inference_mode()
-def throughput(model: ModelWrapper, input_size: int | None = None, batch_size: int = 64,
+def throughput(model: ModelWrapper, input_size: int | None = None, batch_size: int | None = None,
                warmup: int = 2, repeats: int = 5) -> float:
     """Images per second: ``warmup`` untimed batches, then the fastest of ``repeats`` timed ones.
 
     The fastest, not the median: other load on the machine only ever adds time, so the minimum is
-    the estimate least disturbed by it (the same reasoning as ``timeit``).
+    the estimate least disturbed by it (the same reasoning as ``timeit``). ``batch_size`` defaults
+    to :func:`default_batch_size` for the input size.
     """
     size = input_size or model.info.input_size
+    batch_size = batch_size or default_batch_size(size)
     x = torch.rand(batch_size, 3, size, size)
     model.eval()
     for _ in range(warmup):
@@ -149,17 +151,15 @@ def throughput_side_by_side(models: list[ModelWrapper], rounds: int = 3) -> list
     best = [0.0] * len(models)
     for _ in range(rounds):
         for i, model in enumerate(models):
-            size = model.info.input_size
-            best[i] = max(best[i], throughput(model, size, default_batch_size(size)))
+            best[i] = max(best[i], throughput(model))
     return best
 
 
 def efficiency(model: ModelWrapper, input_size: int | None = None) -> dict:
     """Params, size, GFLOPs and throughput (with its batch size) of one model, in one place."""
     size = input_size or model.info.input_size
-    batch = default_batch_size(size)
     return {"params": param_count(model), "size_mb": size_mb(model), "gflops": gflops(model, size),
-            "throughput": throughput(model, size, batch), "throughput_batch": batch}
+            "throughput": throughput(model, size), "throughput_batch": default_batch_size(size)}
 
 
 def default_batch_size(input_size: int) -> int:
