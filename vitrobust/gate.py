@@ -179,7 +179,7 @@ def comparability_notes(current: dict, baseline: dict) -> list[str]:
     """
     cur, base = current.get("config") or {}, baseline.get("config") or {}
     return [f"note: {key} differs from the baseline ({base.get(key)!r} there, {cur.get(key)!r} here); "
-            f"measurements on other images are compared unpaired"
+            f"its measurements are not like for like"
             for key in COMPARABLE_CONFIG if cur.get(key) != base.get(key)]
 
 
