@@ -18,7 +18,7 @@ import pytest
 
 RUN = pytest.StashKey[dict]()
 ENGINE = pytest.StashKey[object]()
-ZOO_ALIASES = pytest.StashKey[set]()   # model names a --vitrobust-zoo config defines
+ZOO = pytest.StashKey[object]()   # the --vitrobust-zoo config (a ZooConfig) or None, loaded once
 
 
 def pytest_addoption(parser):
@@ -49,12 +49,6 @@ def pytest_addoption(parser):
     group.addoption("--vitrobust-no-progress", action="store_true", help="no progress bars")
 
 
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now().isoformat(timespec="seconds")
-
-
 def _positive_int(text: str) -> int:
     import argparse
 
@@ -65,8 +59,9 @@ def _positive_int(text: str) -> int:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "vitrobust_spec(id): a check collected from a vitrobust spec")
-    config.stash[RUN] = {"checks": {}, "started": _now()}
-    config.stash[ZOO_ALIASES] = set()
+    from .run import local_time_iso
+
+    config.stash[RUN] = {"checks": {}, "started": local_time_iso()}
     config.pluginmanager.register(OutcomeRecorder(config), "vitrobust-outcomes")
     # foolbox imports a deprecated scipy namespace; not the user's problem
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:foolbox.*")
@@ -104,7 +99,8 @@ class SpecFile(pytest.File):
         from .attacks import list_attacks
         from .spec import load_spec_file
 
-        aliases = self.config.stash[ZOO_ALIASES]
+        zoo = _zoo_config(self.config)
+        aliases = set(zoo.models) if zoo else set()
         specs = load_spec_file(self.path, known_models=lambda name: _known_model(name, aliases),
                                known_attacks=lambda a: a in list_attacks())
         for spec in specs:
@@ -200,25 +196,31 @@ class CheckItem(pytest.Item):
 def session_engine(config):
     """The session's engine, created on first use (so collection alone never builds models)."""
     if ENGINE not in config.stash:
-        from .engine import Engine, ZooConfig
+        from .engine import Engine
 
-        zoo_path = config.getoption("vitrobust_zoo")
-        zoo = ZooConfig.load(zoo_path) if zoo_path else None
         config.stash[ENGINE] = Engine(
-            data_source=config.getoption("vitrobust_data"), zoo=zoo,
+            data_source=config.getoption("vitrobust_data"), zoo=_zoo_config(config),
             progress=not config.getoption("vitrobust_no_progress"),
             confidence=config.getoption("vitrobust_confidence") or 0.95,
             max_images=config.getoption("vitrobust_max_images"))
     return config.stash[ENGINE]
 
 
+def _zoo_config(config):
+    """The --vitrobust-zoo config, read once per session (None without the option)."""
+    if ZOO not in config.stash:
+        path, zoo = config.getoption("vitrobust_zoo"), None
+        if path:   # engine imports torch: only when there is a config to read
+            from .engine import ZooConfig
+
+            zoo = ZooConfig.load(path)
+        config.stash[ZOO] = zoo
+    return config.stash[ZOO]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection(session):
-    zoo_path = session.config.getoption("vitrobust_zoo")
-    if zoo_path:
-        from .engine import ZooConfig
-
-        session.config.stash[ZOO_ALIASES].update(ZooConfig.load(zoo_path).models)
+    _zoo_config(session.config)   # a bad zoo config fails before any spec is collected
 
 
 class OutcomeRecorder:

@@ -13,6 +13,12 @@ from pathlib import Path
 from . import __version__
 
 
+def local_time_iso() -> str:
+    """Local time to the second, as the run record's ``started`` / ``finished`` carry it (the store
+    stamps its own rows in UTC)."""
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
 def new_run_id() -> str:
     return dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
@@ -38,7 +44,7 @@ def build_run_record(engine, checks: list[dict], options: dict, run_id: str, sta
     parts = engine.run_record_parts()
     return {
         "run_id": run_id, "started": started,
-        "finished": dt.datetime.now().isoformat(timespec="seconds"),
+        "finished": local_time_iso(),
         "git_commit": git_commit(options.get("cwd")), "versions": versions(),
         "config": {"data": engine.data_source, "zoo": options.get("zoo"),
                    "max_images": getattr(engine, "max_images", None),
@@ -70,7 +76,7 @@ def finish_run(engine, checks: list[dict], options: dict) -> dict:
     from .report import terminal_summary, write_reports
     from .store import Store
 
-    started = options.get("started") or dt.datetime.now().isoformat(timespec="seconds")
+    started = options.get("started") or local_time_iso()
     store = Store(options["db"])
     run_id = store.begin_run({"started": started, "git_commit": git_commit(options.get("cwd")),
                               "versions": versions(), "config": {"data": engine.data_source}})
