@@ -14,18 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from .errors import VitrobustError
+from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1   # bump when the stored layout or the attacks' numerics change
 
 
-class AdvCacheError(ValueError):
+class AdvCacheError(VitrobustError):
     """A cache entry could not be produced (the create function returned something unstorable)."""
 
 
@@ -34,6 +36,7 @@ class AdvCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.stats = {"generated": 0, "reused": 0}   # by get_or_create, for the run record
 
     # -- keys --------------------------------------------------------------------------------
     @staticmethod
@@ -76,11 +79,13 @@ class AdvCache:
         """Load the entry for ``material``, or call ``create()`` and store its result."""
         found = self.get(material)
         if found is not None:
+            self.stats["reused"] += 1
             return found
         tensors = create()
         if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
             raise AdvCacheError("create() must return a dict of str -> torch.Tensor")
         self.put(material, tensors)
+        self.stats["generated"] += 1
         return tensors
 
     def put(self, material: dict, tensors: dict[str, torch.Tensor]) -> Path:
@@ -88,12 +93,12 @@ class AdvCache:
         data, sums, meta = self.paths(key)
         data.parent.mkdir(parents=True, exist_ok=True)
         payload = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        _atomic(data, lambda tmp: torch.save(payload, tmp))
+        atomic_write(data, lambda tmp: torch.save(payload, tmp))
         digest = _sha256(data)
-        _atomic(sums, lambda tmp: tmp.write_text(digest + "\n"))
+        atomic_write(sums, lambda tmp: tmp.write_text(digest + "\n"))
         info = {"key": key, "material": material, "sha256": digest,
                 "tensors": {k: list(v.shape) for k, v in payload.items()}}
-        _atomic(meta, lambda tmp: tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str)))
+        atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str)))
         return data
 
 
@@ -103,13 +108,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -42,14 +42,14 @@ def cmd_zoo_list(args) -> int:
     from tabulate import tabulate
 
     from .compress import parse_suffix
-    from .zoo import model_entry, split_name
+    from .names import ModelName
+    from .zoo import model_entry
 
     rows = []
-    for name in _matching(args.pattern):
-        base, suffixes = split_name(name)
-        entry = model_entry(base)
-        if suffixes:
-            comp, params = parse_suffix(suffixes[-1])
+    for name in map(ModelName, _matching(args.pattern)):
+        entry = model_entry(name.base)
+        if name.suffixes:
+            comp, params = parse_suffix(name.last_suffix)
             what = f"{comp.prefix} {' '.join(f'{k}={v}' for k, v in params.items())}".strip()
             about = comp.about
         else:
@@ -210,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     sub.add_parser("gate", help="compare a run with a baseline; exit 1 on regressions", add_help=False)
+    sub.add_parser("diff", help="same verdicts and non-timing numbers in two report.json? exit 1 if not",
+                   add_help=False)
     return parser
 
 
@@ -217,15 +219,22 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["gate"]:
         return cmd_gate(argv[1:])
+    if argv[:1] == ["diff"]:
+        from .reportdiff import main as diff_main
+
+        return diff_main(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from .errors import VitrobustError
+
     try:
         return args.func(args, extra) if args.command == "run" else args.func(args)
-    except (ValueError, KeyError, OSError) as exc:   # our errors are one-line ValueErrors
-        message = exc.args[0] if exc.args else str(exc)
-        return _error(str(message))
+    except VitrobustError as exc:   # a user's mistake: one line; anything else is a bug and keeps its traceback
+        return _error(str(exc))
+    except OSError as exc:          # a file that cannot be read or written: name it
+        return _error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
 
 
 if __name__ == "__main__":

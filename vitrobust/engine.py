@@ -1,110 +1,45 @@
 """The engine: turns the measures a check names into numbers, computing each one once.
 
-It joins the torch side (zoo, compress, attacks, metrics) with the spec side (expr, verdict):
+It joins the torch side (zoo, compress, attacks, metrics) with the spec side (expr, verdict,
+measures):
 
-- models are built once per session (``zoo.load_model``, which trains and caches on first use);
+- models are built once per session (``zoo.load_model`` trains and caches on first use);
 - clean predictions are computed once per (model, data slice);
-- adversarial images are generated once per (source model, attack threat model, strategy,
-  data slice) and kept on disk in the adversarial cache, so every target, every check and the
-  next session reuse them;
-- each measurement is memoized and also recorded for the report.
+- adversarial images are made once per (source model, threat model, strategy, data slice) and
+  kept on disk (:mod:`vitrobust.adversarial`), so every target, check and session reuses them;
+- each measure is computed by its registered function (:mod:`vitrobust.measures`), memoized,
+  and recorded as a :class:`~vitrobust.record.MeasurementRecord` for the run record.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import metrics, sanity
-from .attacks import AttackError, make_attack
-from .data import DEFAULT_SOURCE, Dataset, load_dataset
-from .expr import Measure
-from .verdict import Observation, Verdict, decide
-from .zoo import load_model, split_name
+from . import defaults, metrics, sanity
+from .adversarial import AdversarialSets, AttackConfig
+from .advcache import AdvCache
+from .data import load_dataset
+from .dataslice import DataSlice
+from .errors import VitrobustError
+from .expr import measures as measures_of
+from .measures import Observation, measure_kind
+from .names import ModelName
+from .record import MeasurementRecord, ModelRecord, RunWarning
+from .stats import wilson_interval
+from .verdict import Verdict, decide
+from .zoo import load_model
+from .zoo.cache import cache_root
+from .zoo.config import ZooConfig
 from .zoo.wrapper import ModelWrapper
 
-RATE_KINDS = ("asr", "transfer", "acc")
-DEFAULT_LIMIT = 450          # the whole digits test split
-DEFAULT_FIT_SPLIT = "val"    # universal perturbations are fitted here, scored on the spec's split
+DETERMINISM_PROBE = 8   # images run twice through every model to catch nondeterminism
 
 
-class EngineError(ValueError):
-    """A request the engine cannot satisfy (bad zoo entry, data, attack or strategy); one line."""
-
-
-@dataclass
-class ZooConfig:
-    """Where spec model names point: aliases to other architectures and local checkpoints.
-
-    ``models: {deit_small: {arch: deit_small_patch16_224, checkpoint: /ckpt/deit_s.pth}}`` makes
-    every spec's ``deit_small`` (and ``deit_small:int8``...) use that model; ``data`` replaces the
-    default data source (an ImageFolder path). Specs stay unchanged.
-    """
-
-    models: dict[str, dict] = field(default_factory=dict)
-    data: str | None = None
-    path: str | None = None
-
-    @classmethod
-    def load(cls, path: str | Path) -> "ZooConfig":
-        import yaml
-
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise EngineError(f"{path}: cannot read zoo config ({exc.__class__.__name__})") from None
-        unknown = set(raw) - {"models", "data"}
-        if unknown:
-            raise EngineError(f"{path}: unknown key {sorted(unknown)[0]!r} (known: data, models)")
-        models = raw.get("models") or {}
-        for alias, entry in models.items():
-            if not isinstance(entry, dict) or "arch" not in entry:
-                raise EngineError(f"{path}: models.{alias}: needs an 'arch' (a registered model name)")
-            extra = set(entry) - {"arch", "checkpoint"}
-            if extra:
-                raise EngineError(f"{path}: models.{alias}: unknown key {sorted(extra)[0]!r} (known: arch, checkpoint)")
-        return cls(models=models, data=raw.get("data"), path=str(path))
-
-    def resolve(self, name: str) -> tuple[str, str | None]:
-        """(registered name with suffixes, checkpoint for its base) for a spec's model name."""
-        base, suffixes = split_name(name)
-        entry = self.models.get(base)
-        if entry is None:
-            return name, None
-        return ":".join([entry["arch"], *suffixes]), entry.get("checkpoint")
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """An attack as a spec declares it: registry name, parameters, strategy for gradient-free
-    targets. Hashable, so it keys the caches."""
-
-    name: str
-    params: tuple
-    strategy: str | None = None
-
-    @classmethod
-    def from_spec(cls, entry: dict) -> "AttackConfig":
-        params = {k: v for k, v in entry.items() if k not in ("name", "strategy")}
-        return cls(entry["name"], tuple(sorted(params.items())), entry.get("strategy"))
-
-    def build(self):
-        return make_attack(self.name, **dict(self.params))
-
-
-@dataclass
-class DataConfig:
-    source: str
-    split: str = "test"
-    limit: int | None = DEFAULT_LIMIT
-
-    @property
-    def key(self) -> str:
-        return f"{self.source}/{self.split}[:{self.limit}]"
+class EngineError(VitrobustError):
+    """A request the engine cannot satisfy (a model that does not build, ...); one line."""
 
 
 class Engine:
@@ -112,233 +47,210 @@ class Engine:
 
     def __init__(self, *, data_source: str | None = None, zoo: ZooConfig | None = None,
                  adv_cache_dir: str | Path | None = None, progress: bool = True,
-                 confidence: float = 0.95, max_images: int | None = None):
+                 confidence: float = defaults.CONFIDENCE, max_images: int | None = None):
         self.zoo = zoo or ZooConfig()
         self.max_images = max_images   # caps every spec's image count (a quick smoke run)
-        self.data_source = data_source or self.zoo.data or DEFAULT_SOURCE
+        self.data_source = data_source or self.zoo.data or defaults.DATA_SOURCE
         self.progress = progress
         self.confidence = confidence
-        self.adv_cache = _adv_cache(adv_cache_dir)
-        self._models: dict[str, ModelWrapper] = {}
-        self._data: dict[tuple, Dataset] = {}
-        self._clean: dict[tuple, torch.Tensor] = {}
-        self._adv: dict[tuple, tuple[torch.Tensor, str]] = {}
+        self.adv_cache = AdvCache(Path(adv_cache_dir) if adv_cache_dir else cache_root() / "adversarial")
+        self.adversarial = AdversarialSets(self.adv_cache, self.model, self.data, self._warn)
+        self._models: dict[ModelName, ModelWrapper] = {}
+        self._data: dict[tuple, object] = {}
+        self._clean: dict[tuple, np.ndarray] = {}
+        self._fooled: dict[tuple, np.ndarray] = {}
         self._memo: dict[tuple, Observation] = {}
-        self.measurements: dict[tuple, dict] = {}
-        self.model_records: dict[str, dict] = {}
+        self.measurements: dict[tuple, MeasurementRecord] = {}
+        self.model_records: dict[str, ModelRecord] = {}
         self.artifacts: dict[str, str] = {}
-        self.warnings: list[dict] = []
-        self.cache_stats = {"adversarial_generated": 0, "adversarial_reused": 0}
+        self.warnings: list[RunWarning] = []
 
     # -- building blocks ----------------------------------------------------------------------
     def model(self, name: str) -> ModelWrapper:
+        name = ModelName(name)
         if name not in self._models:
             arch, checkpoint = self.zoo.resolve(name)
             try:
                 model = load_model(arch, checkpoint=checkpoint, progress=self.progress)
-            except (KeyError, ValueError) as exc:
-                raise EngineError(f"model {name!r}: {exc.args[0] if exc.args else exc}") from None
+            except VitrobustError as exc:
+                raise EngineError(f"model {str(name)!r}: {exc}") from None
             self._models[name] = model
-            probe = torch.rand(8, 3, model.info.input_size, model.info.input_size,
-                               generator=torch.Generator().manual_seed(0))
+            size = model.info.input_size
+            probe = torch.rand(DETERMINISM_PROBE, 3, size, size, generator=torch.Generator().manual_seed(0))
             self._warn(sanity.determinism_warning(model, probe), name)
         return self._models[name]
 
     def _warn(self, warnings: list[dict], model: str) -> None:
         for w in warnings:
-            w = {**w, "model": model}
-            if w not in self.warnings:
-                self.warnings.append(w)
+            warning = RunWarning(w["kind"], w["message"], str(model))
+            if warning not in self.warnings:
+                self.warnings.append(warning)
 
-    def data(self, config: DataConfig, image_size: int) -> Dataset:
-        key = (config.source, config.split, config.limit, image_size)
+    def data(self, data_slice: DataSlice, image_size: int):
+        key = (data_slice.source, data_slice.split, data_slice.limit, image_size)
         if key not in self._data:
-            self._data[key] = load_dataset(config.source, config.split, config.limit,
+            self._data[key] = load_dataset(data_slice.source, data_slice.split, data_slice.limit,
                                            image_size=image_size)
         return self._data[key]
 
-    def data_config(self, spec_data: dict | None) -> DataConfig:
-        spec_data = spec_data or {}
-        source = self.zoo.data or spec_data.get("source") or self.data_source
-        if self.data_source != DEFAULT_SOURCE:   # the command line / zoo config wins over the spec
+    def data_slice(self, spec_data: dict | None) -> DataSlice:
+        """The spec's slice; the run's data source (command line / zoo config) wins over the spec's."""
+        source = self.zoo.data or (spec_data or {}).get("source") or self.data_source
+        if self.data_source != defaults.DATA_SOURCE:
             source = self.data_source
-        limit = spec_data.get("limit", DEFAULT_LIMIT)
-        if self.max_images is not None:
-            limit = self.max_images if limit is None else min(limit, self.max_images)
-        return DataConfig(source, spec_data.get("split", "test"), limit)
+        return DataSlice.for_spec(spec_data, source=source, max_images=self.max_images)
 
-    def clean_correct(self, name: str, config: DataConfig) -> torch.Tensor:
-        model = self.model(name)
-        key = (name, config.key)
+    def clean_correct(self, name: str, data_slice: DataSlice) -> np.ndarray:
+        """Per image: is ``name`` right on the clean image?"""
+        key = (ModelName(name), data_slice.key)
         if key not in self._clean:
-            data = self.data(config, model.info.input_size)
-            self._clean[key] = metrics.correct(model, data.images, data.labels)
+            model = self.model(name)
+            data = self.data(data_slice, model.info.input_size)
+            self._clean[key] = metrics.correct(model, data.images, data.labels).numpy()
         return self._clean[key]
 
-    def adversarial(self, source: str, attack: AttackConfig, config: DataConfig) -> torch.Tensor:
-        """Adversarial images made on ``source`` for the data slice (memory, then disk cache)."""
-        key = (source, attack, config.key)
-        if key in self._adv:
-            return self._adv[key][0]
-        from .attacks.strategy import resolve_strategy
+    def fooled(self, source: str, target: str, attack: AttackConfig, data_slice: DataSlice) -> np.ndarray:
+        """Per image: does the input ``attack`` made on ``source`` make ``target`` misclassify?"""
+        key = (ModelName(source), ModelName(target), attack, data_slice.key)
+        if key not in self._fooled:
+            adv = self.adversarial.get(ModelName(source), attack, data_slice)
+            if adv.delta_path:
+                self.artifacts[f"uap:{source}:{attack.name}-{adv.key[:8]}"] = adv.delta_path
+            model = self.model(target)
+            labels = self.data(data_slice, model.info.input_size).labels
+            self._fooled[key] = (~metrics.correct(model, adv.images, labels)).numpy()
+        return self._fooled[key]
 
-        model = self.model(source)
-        try:
-            instance = attack.build()
-            target_of_attack, label = resolve_strategy(instance, model, attack.strategy, self.model)
-        except AttackError as exc:
-            raise EngineError(str(exc)) from None
-        data = self.data(config, model.info.input_size)
-        material = {"source": target_of_attack.info.weight_hash, "source_name": source,
-                    "threat_model": instance.threat_model(), "strategy": label,
-                    "data": data.fingerprint, "data_key": config.key}
-        if getattr(instance, "universal", False):
-            fit = self.data(DataConfig(config.source, DEFAULT_FIT_SPLIT, None), model.info.input_size)
-            material["fit_data"] = fit.fingerprint
-
-            def create():
-                delta, adv = instance.fit_eval(target_of_attack, fit, data)
-                return {"adv": adv, "delta": delta}
-        else:
-            def create():
-                return {"adv": instance(target_of_attack, data.images, data.labels)}
-
-        if instance.needs_grad and target_of_attack.info.differentiable:
-            head = slice(0, 32)   # AutoAttack-style check: gradients must be usable
-            self._warn(sanity.gradient_warnings(target_of_attack, data.images[head], data.labels[head]), source)
-        stored = self.adv_cache.get(material)
-        if stored is None:
-            stored = create()
-            self.adv_cache.put(material, stored)
-            self.cache_stats["adversarial_generated"] += 1
-        else:
-            self.cache_stats["adversarial_reused"] += 1
-        if "delta" in stored:
-            self.artifacts[f"uap:{source}:{attack.name}"] = self._save_delta(source, attack, stored["delta"])
-        self._adv[key] = (stored["adv"], label)
-        return stored["adv"]
-
-    def _save_delta(self, source: str, attack: AttackConfig, delta: torch.Tensor) -> str:
-        path = self.adv_cache.root / "artifacts" / f"uap-{source.replace(':', '_')}-{attack.name}-{abs(hash(attack)) % 10**8}.npy"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, delta.squeeze(0).numpy())
-        return str(path)
-
-    # -- measurements ---------------------------------------------------------------------------
-    def observe(self, measure: Measure, attacks: dict[str, dict], spec_data: dict | None,
-                spec_id: str = "") -> Observation:
-        """The observation for one measure of a check, memoized for the session."""
-        config = self.data_config(spec_data)
-        configs = tuple(AttackConfig.from_spec(attacks[a]) for a in measure.attack.names) if measure.attack else ()
-        key = (measure.kind, measure.source, measure.model, configs, config.key)
-        if key not in self._memo:
-            self._memo[key] = self._measure(measure, configs, config, spec_id)
-        return self._memo[key]
-
-    def _measure(self, measure: Measure, attacks: tuple, config: DataConfig, spec_id: str) -> Observation:
-        kind, target = measure.kind, measure.model
-        record = {"key": measure.key, "kind": kind, "spec": spec_id, "source": measure.source,
-                  "target": target, "attack": None, "threat_model": None, "strategy": None,
-                  "data": config.key, "k": None, "n": None, "interval": None,
-                  "robust_acc": None, "clean_acc": None, "outcomes": None}
-        if kind in RATE_KINDS:
-            clean = self.clean_correct(target, config)
-            if kind == "acc":
-                rate = metrics.accuracy(clean)
-            else:
-                source = measure.source or target
-                fooled_any = None
-                strategies, threat_models = [], []
-                for attack in attacks:
-                    adv = self.adversarial(source, attack, config)
-                    strategies.append(self._adv[(source, attack, config.key)][1])
-                    threat_models.append(attack.build().threat_model())
-                    data = self.data(config, self.model(target).info.input_size)
-                    adv_correct = metrics.correct(self.model(target), adv, data.labels)
-                    fooled = ~adv_correct
-                    fooled_any = fooled if fooled_any is None else (fooled_any | fooled)
-                rate = metrics.attack_success(clean, ~fooled_any)
-                record.update(attack=",".join(a.name for a in attacks) if len(attacks) > 1 else attacks[0].name,
-                              threat_model=threat_models[0] if len(threat_models) == 1 else threat_models,
-                              strategy=",".join(strategies),
-                              robust_acc=float((clean & ~fooled_any).float().mean()),
-                              clean_acc=float(clean.float().mean()))
-            from .stats import wilson_interval
-
-            record.update(value=rate.value, k=rate.k, n=rate.n,
-                          interval=list(wilson_interval(rate.k, rate.n, self.confidence)),
-                          outcomes=[None if math.isnan(v) else int(v) for v in rate.outcomes.tolist()])
-            observation = Observation(rate.value, rate.outcomes.numpy().astype(float))
-        else:
-            value = self.model_summary(target)[kind]
-            record.update(value=value)
-            observation = Observation(float(value), None)
-        self.measurements[(measure.key, config.key, attacks)] = record
-        return observation
-
-    def model_summary(self, name: str) -> dict:
+    def model_summary(self, name: str) -> ModelRecord:
         """Params, size, GFLOPs, throughput of a model (computed once), for checks and report."""
         if name not in self.model_records:
             model = self.model(name)
-            self.model_records[name] = {
-                "weight_hash": model.info.weight_hash, "family": model.info.family,
-                **metrics.efficiency(model),
-                "differentiable": model.info.differentiable, "meta": dict(model.info.meta),
-                "build_seconds": model.info.build_seconds, "clean_acc": None,
-                "input_size": model.info.input_size,
-            }
+            info = model.info
+            self.model_records[name] = ModelRecord(
+                name=str(name), weight_hash=info.weight_hash, family=info.family,
+                **metrics.efficiency(model), differentiable=info.differentiable,
+                input_size=info.input_size, build_seconds=info.build_seconds, meta=dict(info.meta))
         return self.model_records[name]
 
-    def _throughput_side_by_side(self, timed: list[Measure], config: DataConfig) -> dict:
+    # -- measurements ---------------------------------------------------------------------------
+    def observe(self, measure, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
+                confidence: float | None = None) -> Observation:
+        """The observation for one measure of a check, memoized for the session."""
+        data_slice = self.data_slice(spec_data)
+        scope = _Scope(self, attacks, data_slice)
+        configs = scope.configs(measure)
+        key = (measure.kind, measure.source, measure.model, configs, data_slice.key)
+        if key not in self._memo:
+            observation = measure_kind(measure.kind).compute(scope, measure)
+            if not isinstance(observation, Observation):
+                observation = Observation(float(observation), None)
+            self._memo[key] = observation
+            self._record(measure, observation, scope, spec_id, confidence or self.confidence)
+        return self._memo[key]
+
+    def _record(self, measure, observation: Observation, scope: "_Scope", spec_id: str,
+                confidence: float) -> None:
+        record = MeasurementRecord(key=measure.key, kind=measure.kind, value=observation.value,
+                                   spec=spec_id, source=measure.source, target=measure.model,
+                                   data=scope.data_slice.key)
+        configs = scope.configs(measure)
+        if configs:
+            source = measure.source or measure.model
+            sets = [self.adversarial.get(ModelName(source), c, scope.data_slice) for c in configs]
+            clean = scope.clean_correct(measure.model)
+            fooled = scope.fooled(source, measure.model, measure.attack.names)
+            threat_models = [s.threat_model for s in sets]
+            record.alias = measure.attack.text
+            record.attack = ",".join(c.name for c in configs)
+            record.threat_model = threat_models[0] if len(threat_models) == 1 else threat_models
+            record.strategy = ",".join(s.strategy for s in sets)
+            record.robust_acc = float((clean & ~fooled).mean())
+            record.clean_acc = float(clean.mean())
+        if observation.outcomes is not None:
+            k, n = observation.counts
+            record.k, record.n, record.confidence = k, n, confidence
+            record.interval = list(wilson_interval(k, n, confidence))
+            record.outcomes = [None if math.isnan(v) else int(v) for v in observation.outcomes.tolist()]
+        self.measurements[(measure.key, scope.data_slice.key, configs)] = record
+
+    def _throughput_side_by_side(self, timed: list, spec_data: dict | None) -> dict:
+        """Re-time the models of a speed comparison in alternation, and make every place that
+        holds their throughput (models table, measurement records, memo) agree."""
+        data_slice = self.data_slice(spec_data)
         names = list(dict.fromkeys(m.model for m in timed))
         speeds = dict(zip(names, metrics.throughput_side_by_side([self.model(n) for n in names])))
         for name, speed in speeds.items():
-            self.model_records[name]["throughput"] = speed
+            self.model_records[name].throughput = speed
+        for key, observation in self._memo.items():
+            if key[0] == "throughput" and key[2] in speeds:
+                observation.value = speeds[key[2]]
         for m in timed:
-            self.measurements[(m.key, config.key, ())].update(value=speeds[m.model])
+            self.measurements[(m.key, data_slice.key, ())].value = speeds[m.model]
         return {m: Observation(speeds[m.model], None) for m in timed}
 
     # -- checks ---------------------------------------------------------------------------------
     def evaluate(self, node, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
                  confidence: float | None = None) -> Verdict:
-        from .expr import measures
-
-        observations = {m: self.observe(m, attacks, spec_data, spec_id) for m in measures(node)}
-        timed = [m for m in observations if m.kind == "throughput"]
+        confidence = confidence or self.confidence
+        named = measures_of(node)
+        observations = {m: self.observe(m, attacks, spec_data, spec_id, confidence) for m in named}
+        timed = [m for m in named if m.kind == "throughput"]
         if len(timed) > 1:   # a comparison of speeds: time the models side by side, now
-            observations.update(self._throughput_side_by_side(timed, self.data_config(spec_data)))
-        for m in measures(node):   # every model a check touches gets a row in the models table
+            observations.update(self._throughput_side_by_side(timed, spec_data))
+        for m in named:   # every model a check touches gets a row in the models table
             for name in filter(None, (m.model, m.source)):
                 self.model_summary(name)
-        return decide(node, observations, confidence or self.confidence)
+        return decide(node, observations, confidence)
+
+    def record_parts(self) -> dict:
+        """Models, measurements, artifacts, warnings and cache counts for the run record."""
+        self._compare_attack_kinds()
+        for (name, _), clean in self._clean.items():   # the last slice a model was scored on
+            if name in self.model_records:
+                self.model_records[name].clean_acc = float(clean.mean())
+        stats = self.adv_cache.stats
+        return {"models": dict(self.model_records), "measurements": list(self.measurements.values()),
+                "artifacts": dict(self.artifacts), "warnings": list(self.warnings),
+                "cache": {"adversarial_generated": stats["generated"],
+                          "adversarial_reused": stats["reused"]}}
 
     def _compare_attack_kinds(self) -> None:
-        """Warn where a black-box attack beat the white-box ones of its budget (per model and data)."""
+        """Warn where a black-box attack beat the white-box ones of its budget (per model and
+        slice). Grouped by the spec's alias: ``pgd`` and ``pgd_4`` are two attacks."""
         groups: dict[tuple, dict] = {}
         for rec in self.measurements.values():
-            if rec["kind"] == "asr" and rec["attack"] and "," not in rec["attack"] \
-                    and rec.get("strategy") in ("white-box", "black-box"):
-                threat = rec.get("threat_model") or {}
-                groups.setdefault((rec["target"], rec["data"]), {})[rec["attack"]] = (
-                    rec["value"], rec["strategy"] == "white-box", threat.get("norm"), threat.get("eps"))
+            if rec.kind == "asr" and rec.alias and "," not in rec.attack \
+                    and rec.strategy in ("white-box", "black-box"):
+                threat = rec.threat_model or {}
+                groups.setdefault((rec.target, rec.data), {})[rec.alias] = (
+                    rec.value, rec.strategy == "white-box", threat.get("norm"), threat.get("eps"))
         for (name, _), results in groups.items():
             if self.model(name).info.differentiable:
                 self._warn(sanity.black_box_beats_white_box(results, name), name)
 
-    def run_record_parts(self) -> dict:
-        """Measurements, models, artifacts and warnings for the run record (see INTERFACES.md)."""
-        self._compare_attack_kinds()
-        for name, rec in self.model_records.items():
-            for (mname, data_key), clean in self._clean.items():
-                if mname == name:
-                    rec["clean_acc"] = float(clean.float().mean())
-        return {"measurements": list(self.measurements.values()), "models": self.model_records,
-                "cache": dict(self.cache_stats),
-                "artifacts": dict(self.artifacts), "warnings": list(self.warnings)}
 
+class _Scope:
+    """What a measure function sees (see :mod:`vitrobust.measures`): the engine, bound to one
+    spec's attacks and data slice."""
 
-def _adv_cache(root):
-    from .advcache import AdvCache
-    from .zoo.cache import cache_root
+    def __init__(self, engine: Engine, attacks: dict[str, dict], data_slice: DataSlice):
+        self.engine, self.attacks, self.data_slice = engine, attacks, data_slice
 
-    return AdvCache(Path(root) if root else cache_root() / "adversarial")
+    def configs(self, measure) -> tuple:
+        if measure.attack is None:
+            return ()
+        return tuple(AttackConfig.from_spec(self.attacks[a]) for a in measure.attack.names)
+
+    def clean_correct(self, model: str) -> np.ndarray:
+        return self.engine.clean_correct(model, self.data_slice)
+
+    def fooled(self, source: str, target: str, aliases) -> np.ndarray:
+        out = None
+        for alias in aliases:
+            fooled = self.engine.fooled(source, target, AttackConfig.from_spec(self.attacks[alias]),
+                                        self.data_slice)
+            out = fooled if out is None else (out | fooled)
+        return out
+
+    def model_value(self, model: str, key: str) -> float:
+        return getattr(self.engine.model_summary(model), key)
