@@ -4,12 +4,20 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from vitrobust import measures as registry
+from vitrobust.errors import VitrobustError
 from vitrobust.expr import (
     AttackRef, BinOp, Chain, ExprError, Measure, Monotonic, Neg, Number, compare, evaluate, links,
-    measures, parse_check, parse_expr, unparse,
+    measures, parse_check, unparse,
 )
+from vitrobust.names import ModelName
 
 SP = AttackRef(("sp",))
+
+
+def side(text: str):
+    """The arithmetic node of ``text``, parsed as the left side of a check."""
+    return parse_check(f"{text} > 0").operands[0]
 
 
 def asr(model, attack="sp"):
@@ -40,15 +48,15 @@ def test_constant_measures_and_precedence():
 
 
 def test_fraction_is_a_division_and_numbers_parse():
-    assert parse_expr("8/255") == BinOp("/", Number(8), Number(255))
-    assert parse_expr("1e-3") == Number(0.001)
-    assert parse_expr(".5") == Number(0.5)
-    assert evaluate(parse_expr("8/255"), {}) == pytest.approx(8 / 255)
+    assert side("8/255") == BinOp("/", Number(8), Number(255))
+    assert side("1e-3") == Number(0.001)
+    assert side(".5") == Number(0.5)
+    assert evaluate(side("8/255"), {}) == pytest.approx(8 / 255)
 
 
 def test_unary_minus_and_parentheses():
-    assert parse_expr("-(1 - 2) * 3") == BinOp("*", Neg(BinOp("-", Number(1), Number(2))), Number(3))
-    assert evaluate(parse_expr("--2"), {}) == 2
+    assert side("-(1 - 2) * 3") == BinOp("*", Neg(BinOp("-", Number(1), Number(2))), Number(3))
+    assert evaluate(side("--2"), {}) == 2
 
 
 def test_chain_of_three_and_links():
@@ -108,6 +116,132 @@ def test_measure_constructor_validates():
         Measure("latency", "m")
     with pytest.raises(ExprError):
         AttackRef(("a", "b"))                    # several names need any=True
+    with pytest.raises(ExprError, match="attack must be an AttackRef"):
+        Measure("asr", "m", attack="sp")
+
+
+# ------------------------------------------------------------------------------------------
+# measures come from the registry
+# ------------------------------------------------------------------------------------------
+@pytest.fixture
+def register():
+    """Register throwaway measures for one test; they are removed from the registry after."""
+    added = []
+
+    def add(name, **kw):
+        assert not registry.is_measure(name), "the fixture would remove a real measure"
+
+        def fn(ctx, m):
+            return 0.0
+        fn.__name__ = name
+        registry.register_measure(**kw)(fn)
+        added.append(name)
+
+    yield add
+    for name in added:
+        registry._MEASURES.pop(name, None)
+    assert not set(added) & set(registry.list_measures())
+
+
+def test_robust_acc_parses_from_the_registry():
+    node = parse_check("robust_acc(deit_tiny:int8, pgd) < robust_acc(deit_tiny, pgd)")
+    m = node.operands[0]
+    assert m == Measure("robust_acc", "deit_tiny:int8", attack=AttackRef(("pgd",)))
+    assert m.key == "robust_acc(deit_tiny:int8, pgd)" and m.is_rate
+    assert m.definition is registry.measure_kind("robust_acc")
+    assert parse_check(unparse(node)) == node
+
+
+@pytest.mark.parametrize("args, text, key", [
+    ("model", "latency_ms(deit_tiny:int8) < 5", "latency_ms(deit_tiny:int8)"),
+    ("model, attack", "latency_ms(m, any[pgd, fgsm]) < 5", "latency_ms(m, any[fgsm, pgd])"),
+    ("source -> model, attack", "latency_ms(a -> b:int8, pgd) < 5", "latency_ms(a -> b:int8, pgd)"),
+])
+def test_a_newly_registered_measure_parses_without_parser_edits(register, args, text, key):
+    with pytest.raises(ExprError, match="unknown measure 'latency_ms'"):
+        parse_check(text)
+    register("latency_ms", args=args)
+    node = parse_check(text)
+    [m] = measures(node)
+    assert m.kind == "latency_ms" and m.key == key and not m.is_rate
+    assert (m.source is not None) == args.startswith("source")
+    assert parse_check(unparse(node)) == node
+
+
+def test_is_rate_reads_the_registry(register):
+    register("hit_rate", args="model", rate=True)
+    register("energy", args="model")
+    assert Measure("hit_rate", "m").is_rate and not Measure("energy", "m").is_rate
+
+
+def test_a_registered_measure_is_validated_by_its_signature(register):
+    register("drift", args="model, attack")
+    with pytest.raises(ExprError, match=r"drift\(model, attack\) needs attack"):
+        Measure("drift", "m")
+    with pytest.raises(ExprError, match=r"drift\(model, attack\) takes no source model"):
+        Measure("drift", "m", "s", SP)
+    with pytest.raises(ExprError, match=r"column 8: expected ',' after model name, got '\)'"):
+        parse_check("drift(m) > 0")
+
+
+def test_unknown_measure_lists_the_registry(register):
+    register("energy", args="model")
+    message = str(pytest.raises(ExprError, parse_check, "asrr(a, x) > 1").value)
+    for name in registry.list_measures():
+        assert name in message
+    assert "robust_acc" in message and "energy" in message and "did you mean 'asr'?" in message
+    with pytest.raises(ExprError, match="robust_acc"):
+        Measure("latency", "m")
+
+
+def test_keys_of_the_existing_measures_are_unchanged():
+    # check ids, report keys and the run database are keyed by this text
+    pgd = AttackRef(("pgd",))
+    assert Measure("asr", "deit_tiny:int8", attack=pgd).key == "asr(deit_tiny:int8, pgd)"
+    assert Measure("transfer", "b", "a", pgd).key == "transfer(a -> b, pgd)"
+    assert Measure("acc", "m").key == "acc(m)"
+    for kind in ("size_mb", "gflops", "throughput", "params"):
+        assert Measure(kind, "deit_small:prune0.7").key == f"{kind}(deit_small:prune0.7)"
+
+
+def test_model_names_are_model_names():
+    m = Measure("transfer", "deit_tiny:int8", "deit_tiny", SP)
+    assert type(m.model) is ModelName and type(m.source) is ModelName
+    assert m.model.base == "deit_tiny" and m.model.suffixes == ("int8",)
+    # still equal to and hashed like the plain-text measure: dict keys keep working
+    plain = Measure("transfer", str(m.model), str(m.source), SP)
+    assert m == plain and hash(m) == hash(plain) and {m: 1}[plain] == 1
+    [parsed] = measures(parse_check("acc(deit_small:prune0.7) > 0"))
+    assert type(parsed.model) is ModelName and parsed.model.suffixes == ("prune0.7",)
+
+
+@pytest.mark.parametrize("text, column", [
+    ("acc(deit_tiny:) > 0", 5),
+    ("acc(deit_tiny::int8) > 0", 5),
+    ("asr(deit_tiny:0.7, x) > 0", 5),
+    ("transfer(a -> b:, x) > 0", 15),
+])
+def test_a_bad_model_name_is_an_expr_error(text, column):
+    with pytest.raises(ExprError) as info:
+        parse_check(text)
+    assert str(info.value).startswith(f"column {column}: bad model name")
+    with pytest.raises(ExprError, match="bad model name"):
+        Measure("acc", "deit_tiny:")
+    with pytest.raises(ExprError, match="a model name must be a string"):
+        Measure("acc", 3)
+
+
+def test_measures_pickle_as_themselves():
+    # the engine may hand measures to worker processes
+    import pickle
+    m = Measure("transfer", "deit_tiny:int8", "deit_tiny", AttackRef(("pgd", "sp"), any=True))
+    back = pickle.loads(pickle.dumps(m))
+    assert back == m and hash(back) == hash(m) and back.key == m.key
+    assert type(back.model) is ModelName and back.model.suffixes == ("int8",)
+
+
+def test_errors_are_vitrobust_errors():
+    assert issubclass(ExprError, VitrobustError)
 
 
 # ------------------------------------------------------------------------------------------
@@ -149,15 +283,15 @@ def test_not_a_string():
 # evaluation
 # ------------------------------------------------------------------------------------------
 def test_evaluate_with_values():
-    node = parse_expr("0.35 * size_mb(m) - acc(m) / 2")
+    node = side("0.35 * size_mb(m) - acc(m) / 2")
     assert evaluate(node, {Measure("size_mb", "m"): 10.0, Measure("acc", "m"): 0.5}) == pytest.approx(3.25)
 
 
 def test_evaluate_errors():
     with pytest.raises(ExprError, match="division by zero"):
-        evaluate(parse_expr("1 / (acc(m) - 0.5)"), {Measure("acc", "m"): 0.5})
+        evaluate(side("1 / (acc(m) - 0.5)"), {Measure("acc", "m"): 0.5})
     with pytest.raises(ExprError, match="no value for acc"):
-        evaluate(parse_expr("acc(m)"), {})
+        evaluate(side("acc(m)"), {})
     with pytest.raises(ExprError, match="only arithmetic"):
         evaluate(parse_check("1 < 2"), {})
 
@@ -173,16 +307,25 @@ def test_compare():
 # property tests: random ASTs round-trip through text; garbage never crashes the parser
 # ------------------------------------------------------------------------------------------
 idents = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True).filter(lambda s: s != "any")
-models = st.from_regex(r"[a-z][a-z0-9_]{0,8}(:[a-z0-9.]{1,6}){0,2}", fullmatch=True)
+# a base plus up to two suffixes, each a valid ModelName part the tokenizer reads as one word
+models = st.from_regex(r"[a-z][a-z0-9_]{0,8}(:[a-z_][a-z0-9_.]{0,5}){0,2}", fullmatch=True)
 attack_refs = st.one_of(
     idents.map(lambda n: AttackRef((n,))),
     st.lists(idents, min_size=1, max_size=3).map(lambda ns: AttackRef(tuple(ns), any=True)),
 )
-measure_st = st.one_of(
-    st.builds(lambda m, a: Measure("asr", m, attack=a), models, attack_refs),
-    st.builds(lambda s, m, a: Measure("transfer", m, s, a), models, models, attack_refs),
-    st.builds(Measure, st.sampled_from(["acc", "size_mb", "gflops", "throughput", "params"]), models),
-)
+
+
+def _measure_of(kind: str):
+    """Random measures of one registered kind, with the arguments the registry declares."""
+    info = registry.measure_kind(kind)
+    if info.takes_source:
+        return st.builds(lambda s, m, a: Measure(kind, m, s, a), models, models, attack_refs)
+    if info.takes_attack:
+        return st.builds(lambda m, a: Measure(kind, m, attack=a), models, attack_refs)
+    return models.map(lambda m: Measure(kind, m))
+
+
+measure_st = st.one_of([_measure_of(kind) for kind in registry.list_measures()])
 numbers = st.floats(min_value=0, max_value=1e20, allow_nan=False, allow_infinity=False).map(Number)
 arith = st.recursive(
     st.one_of(numbers, measure_st),
@@ -224,7 +367,7 @@ def test_evaluate_matches_python_arithmetic(node, data):
         a, b = ref(n.left), ref(n.right)
         return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b}[n.op]()
 
-    node = parse_expr(unparse(node))
+    node = side(unparse(node))
     try:
         expected = ref(node)
     except ZeroDivisionError:

@@ -35,11 +35,11 @@ interval has level ``1 - 2 alpha``, so each one-sided decision has error rate al
 one-sided McNemar test; ``==``/``!=`` use level ``1 - alpha``. The intervals *reported* for every
 rate measure are Wilson intervals at ``confidence``.
 
-Observations: a rate measure (asr, transfer, acc) carries ``outcomes``, a float array over the
-images of the data slice: 1.0 = success (fooled / correct), 0.0 = not, NaN = not in the
-denominator (the target misclassifies that image clean). All rate observations of one check
-share one image indexing. Which rule applies is decided by whether an observation *has*
-outcomes: a rate observation without outcomes is treated like a constant.
+Observations (:class:`vitrobust.measures.Observation`): a rate measure carries ``outcomes``, a
+float array over the images of the data slice: 1.0 = success, 0.0 = not, NaN = not in the
+denominator (e.g. for ``asr``, the target misclassifies that image clean). All rate
+observations of one check share one image indexing. Which rule applies is decided by whether an
+observation *has* outcomes: a rate observation without outcomes is treated like a constant.
 """
 from __future__ import annotations
 
@@ -49,7 +49,9 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-from .expr import BinOp, ExprError, Measure, Number, compare, evaluate, links, measures, unparse
+from .errors import VitrobustError
+from .exprtree import BinOp, ExprError, Measure, Number, compare, evaluate, links, measures, unparse
+from .measures import Observation   # re-exported: it lives with the measures that make it
 from .stats import discordant_pairs, mcnemar_exact, mcnemar_one_sided, paired_bootstrap, wilson_interval
 
 __all__ = ["Observation", "Verdict", "VerdictError", "decide", "STATUSES"]
@@ -58,34 +60,8 @@ STATUSES = ("holds", "fails", "inconclusive")
 _FLIP = {"<": ">", ">": "<", "<=": ">=", ">=": "<=", "==": "==", "!=": "!="}
 
 
-class VerdictError(ValueError):
+class VerdictError(VitrobustError):
     """Observations that cannot decide a check (missing measure, mismatched image counts)."""
-
-
-@dataclass(eq=False)
-class Observation:
-    """One measured quantity: its value and, for rates, the per-image outcomes (see module doc)."""
-    value: float
-    outcomes: Optional[np.ndarray] = None
-
-    def __post_init__(self):
-        if self.outcomes is not None:
-            o = np.asarray(self.outcomes, dtype=float)
-            if o.ndim != 1:
-                raise VerdictError(f"outcomes must be 1-D (one per image), got shape {o.shape}")
-            ok = np.isnan(o) | (o == 0) | (o == 1)
-            if not ok.all():
-                raise VerdictError("outcomes must be 1.0, 0.0 or NaN, got "
-                                   f"{o[~ok][0]!r} at image {int(np.flatnonzero(~ok)[0])}")
-            self.outcomes = o
-
-    @property
-    def counts(self) -> tuple:
-        """``(k, n)``: successes and denominator (non-NaN images); None without outcomes."""
-        if self.outcomes is None:
-            return None
-        valid = ~np.isnan(self.outcomes)
-        return int(self.outcomes[valid].sum()), int(valid.sum())
 
 
 @dataclass
@@ -96,10 +72,6 @@ class Verdict:
     intervals: dict = field(default_factory=dict)   # key -> (lo, hi)
     values: dict = field(default_factory=dict)      # measure key / side text -> value
     message: str = ""
-
-    @property
-    def holds(self) -> bool:
-        return self.status == "holds"
 
 
 @dataclass
