@@ -1,81 +1,14 @@
 """Spec loading: expansion, defaults, and one-line errors naming file, line, spec and key."""
-import textwrap
 from fractions import Fraction
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from vitrobust import defaults
-from vitrobust.errors import VitrobustError
 from vitrobust.expr import Chain, Measure
-from vitrobust.names import ModelName
 from vitrobust.spec import Check, SpecError, load_spec_file, load_specs, parse_number
 
-GOOD = """\
-id: quantization
-about: INT8 dynamic quantization makes DeiT easier to attack
-data: {split: test, limit: 450}
-attacks:
-  sp: {name: salt_and_pepper, steps: 100, eps: 4.0, norm: l2}
-  pgd: {name: pgd, eps: 8/255, steps: 10}
-  pgd_on_int8: {name: pgd, eps: 2/255, strategy: straight-through}
-matrix: {size: [tiny, small, base]}
-confidence: 0.9
-checks:
-  - asr(deit_{size}:int8, sp) > asr(deit_{size}, sp)
-  - check: transfer(deit_{size}:int8 -> deit_{size}, sp) >= transfer(deit_{size} -> deit_{size}:int8, sp)
-    claim: "attacks transfer into INT8 ({size})"
-    xfail: "measured: equal on the digits zoo"
-    inconclusive: skip
-    only: {size: [tiny, small]}
-  - size_mb(deit_tiny:int8) < 0.35 * size_mb(deit_tiny)
-"""
-
-
-class FakeAttackError(VitrobustError):
-    """What vitrobust.attacks.validate_attack raises: one line, maybe naming the parameter."""
-
-    def __init__(self, message, param=None):
-        super().__init__(message)
-        self.param = param
-
-
-ATTACK_ARGS = {"pgd": ("eps", "steps", "alpha"), "salt_and_pepper": ("eps", "steps", "norm"),
-               "fgsm": ("eps",)}
-
-
-def check_attack(name, params):
-    """A stand-in for vitrobust.attacks.validate_attack with the same contract."""
-    if name not in ATTACK_ARGS:
-        raise FakeAttackError(f"unknown attack {name!r}")
-    for key, value in params.items():
-        if key not in ATTACK_ARGS[name]:
-            close = [k for k in ATTACK_ARGS[name] if sorted(k) == sorted(key)]
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise FakeAttackError(f"{name}: unknown argument {key!r}{hint}", param=key)
-        if key == "steps" and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise FakeAttackError(f"{name}: steps must be a positive integer, got {value!r}", param=key)
-
-
-def write(tmp_path, text, name="spec.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def load_error(tmp_path, text, **kw) -> str:
-    path = write(tmp_path, text)
-    with pytest.raises(SpecError) as info:
-        load_spec_file(path, **kw)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(str(path))
-    return message
-
-
-def replace(old, new, text=GOOD):
-    assert old in text
-    return text.replace(old, new)
+from spec_helpers import GOOD, load_error, replace, write
 
 
 # ------------------------------------------------------------------------------------------
@@ -163,20 +96,6 @@ def test_matrix_cartesian_product_in_declared_order(tmp_path):
         "size=tiny,keep=0.7", "size=tiny,keep=0.5", "size=small,keep=0.7", "size=small,keep=0.5"]
 
 
-def test_callbacks_receive_whole_names_and_converted_params(tmp_path):
-    seen_models, seen_attacks = [], []
-    load_spec_file(write(tmp_path, GOOD),
-                   known_models=lambda n: seen_models.append(n) or True,
-                   check_attack=lambda name, params: seen_attacks.append((name, params)))
-    assert "deit_tiny:int8" in seen_models and "deit_base" in seen_models
-    assert all(type(n) is ModelName for n in seen_models)
-    assert len(seen_models) == len(set(seen_models))      # asked once per name
-    # numbers converted; `name` and `strategy` are the loader's, not the attack's parameters
-    assert seen_attacks == [("salt_and_pepper", {"steps": 100, "eps": 4.0, "norm": "l2"}),
-                            ("pgd", {"eps": pytest.approx(8 / 255), "steps": 10}),
-                            ("pgd", {"eps": pytest.approx(2 / 255)})]
-
-
 def test_load_specs_directory(tmp_path):
     write(tmp_path, GOOD, "b.yaml")
     write(tmp_path, replace("id: quantization", "id: other"), "a.yml")
@@ -226,64 +145,6 @@ def test_unknown_alias(tmp_path):
     assert "checks[2]: unknown attack alias 'nope'" in msg
 
 
-def test_unknown_attack_and_model(tmp_path):
-    msg = load_error(tmp_path, replace("name: salt_and_pepper", "name: salt_and_peper"), check_attack=check_attack)
-    assert msg.endswith("spec.yaml:5: spec 'quantization': attacks.sp: unknown attack 'salt_and_peper'")
-    msg = load_error(tmp_path, GOOD, known_models=lambda n: n != "deit_small:int8")
-    assert msg.endswith(":11: spec 'quantization': checks[0] (size=small): unknown model 'deit_small:int8'")
-
-
-def test_good_spec_passes_the_attack_check(tmp_path):
-    [spec] = load_spec_file(write(tmp_path, GOOD), check_attack=check_attack)
-    assert set(spec.attacks) == {"sp", "pgd", "pgd_on_int8"}
-
-
-def test_typo_in_an_attack_parameter_names_its_line(tmp_path):
-    msg = load_error(tmp_path, replace("steps: 10}", "stpes: 10}"), check_attack=check_attack)
-    assert msg.endswith("spec.yaml:6: spec 'quantization': attacks.pgd.stpes: pgd: unknown argument "
-                        "'stpes'; did you mean 'steps'?")
-
-
-BLOCK = """\
-id: block
-about: one attack written as a block mapping
-attacks:
-  sp: {name: salt_and_pepper}
-  pgd:
-    name: pgd
-    eps: 8/255
-    steps: 10
-checks: ["asr(m, pgd) > asr(m, sp)"]
-"""
-
-
-@pytest.mark.parametrize("old, new, expected", [
-    ("    steps: 10", "    stpes: 10",
-     "spec.yaml:8: spec 'block': attacks.pgd.stpes: pgd: unknown argument 'stpes'; did you mean 'steps'?"),
-    ("    steps: 10", "    steps: 2.5", "spec.yaml:8: spec 'block': attacks.pgd.steps: pgd: steps must be a "
-                                      "positive integer, got 2.5"),
-    ("    name: pgd", "    name: pgdd", "spec.yaml:5: spec 'block': attacks.pgd: unknown attack 'pgdd'"),
-    ("  sp: {name: salt_and_pepper}", "  sp: {name: salt_and_pepper, alpha: 1}",
-     "spec.yaml:4: spec 'block': attacks.sp.alpha: salt_and_pepper: unknown argument 'alpha'"),
-])
-def test_attack_errors_name_the_parameter_line(tmp_path, old, new, expected):
-    assert load_error(tmp_path, replace(old, new, BLOCK), check_attack=check_attack).endswith(expected)
-
-
-def test_attack_check_without_a_param_line_falls_back_to_the_entry(tmp_path):
-    def missing_required(name, params):
-        raise FakeAttackError(f"{name}: needs 'norm'", param="norm")
-    msg = load_error(tmp_path, BLOCK, check_attack=missing_required)
-    assert msg.endswith("spec.yaml:4: spec 'block': attacks.sp.norm: salt_and_pepper: needs 'norm'")
-
-
-def test_a_bug_in_the_attack_check_is_not_a_spec_error(tmp_path):
-    def broken(name, params):
-        raise RuntimeError("boom")
-    with pytest.raises(RuntimeError, match="boom"):
-        load_spec_file(write(tmp_path, BLOCK), check_attack=broken)
-
-
 def test_a_spec_without_limit_gets_the_default_limit(tmp_path):
     # the loader used to store limit None, which the engine read as "the whole split"
     [spec] = load_spec_file(write(tmp_path, replace("data: {split: test, limit: 450}\n", "")))
@@ -306,26 +167,6 @@ def test_a_spec_without_limit_gets_the_default_limit(tmp_path):
 ])
 def test_data_errors(tmp_path, data, expected):
     assert expected in load_error(tmp_path, replace("{split: test, limit: 450}", data))
-
-
-@pytest.mark.parametrize("strategy", ["transfer", "transfer:deit_tiny", "white-box", "black-box",
-                                      "straight-through"])
-def test_strategies_accepted(tmp_path, strategy):
-    asked = []
-    [spec] = load_spec_file(write(tmp_path, replace("straight-through", strategy)),
-                            known_models=lambda n: asked.append(n) or True)
-    assert spec.attacks["pgd_on_int8"]["strategy"] == strategy
-    assert ("deit_tiny" in asked) if ":" in strategy else True
-
-
-@pytest.mark.parametrize("strategy, expected", [
-    ("transfer:", "attacks.pgd_on_int8.strategy: unknown strategy 'transfer:'"),
-    ("transfer:deit_tiny::int8", "attacks.pgd_on_int8.strategy: bad model name 'deit_tiny::int8'"),
-    ("transfer:nope", "spec.yaml:7: spec 'quantization': attacks.pgd_on_int8.strategy: unknown model 'nope'"),
-])
-def test_strategy_errors(tmp_path, strategy, expected):
-    msg = load_error(tmp_path, replace("straight-through", f'"{strategy}"'), known_models=lambda n: n != "nope")
-    assert expected in msg
 
 
 @pytest.mark.parametrize("old, new, expected", [
@@ -355,6 +196,11 @@ def test_unknown_placeholder_in_claim_or_xfail(tmp_path):
                                        "    xfail: not at {size}\n"))
     assert msg.endswith(":18: spec 'quantization': checks[2].xfail: unknown placeholder {size} "
                         "(this check names no placeholder)")
+
+
+def test_unknown_model(tmp_path):
+    msg = load_error(tmp_path, GOOD, known_models=lambda n: n != "deit_small:int8")
+    assert msg.endswith(":11: spec 'quantization': checks[0] (size=small): unknown model 'deit_small:int8'")
 
 
 def test_unknown_placeholder(tmp_path):
