@@ -94,3 +94,12 @@ def test_observation_refuses_bad_outcomes():
         Observation(0.5, np.array([0.5]))
     with pytest.raises(MeasureError, match="1-D"):
         Observation(0.5, np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("word", ["monotonic", "any"])
+def test_words_of_the_check_language_cannot_be_measures(word):
+    def fn(ctx, m):
+        return 0.0
+    fn.__name__ = word
+    with pytest.raises(MeasureError, match="word of the check language"):
+        measures.register_measure()(fn)

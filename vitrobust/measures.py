@@ -18,7 +18,7 @@ methods of it, all returning numpy arrays or numbers, so this module needs no to
   by any of the attack ``aliases`` makes ``target`` misclassify it (worst case per image);
 - ``ctx.model_value(model, key)``: one number of the model summary (``params``, ``size_mb``...).
 
-A rate returns an :class:`~vitrobust.verdict.Observation` whose outcomes are 1.0 (success),
+A rate returns an :class:`Observation` whose outcomes are 1.0 (success),
 0.0 or NaN (not in the denominator); a constant returns a float. Adding a measure is one
 function here (or in a module that registers its own) plus its test.
 """
@@ -33,6 +33,7 @@ from .errors import VitrobustError
 
 SIGNATURES = ("model", "model, attack", "source -> model, attack")
 DIRECTIONS = ("higher", "lower", None)
+RESERVED = ("monotonic", "any")   # words the check language gives another meaning
 
 
 class MeasureError(VitrobustError):
@@ -98,6 +99,8 @@ def register_measure(*, args: str = "model", rate: bool = False, worse: str | No
         raise MeasureError(f"measure worse must be one of {DIRECTIONS}, got {worse!r}")
 
     def wrap(fn):
+        if fn.__name__ in RESERVED:
+            raise MeasureError(f"{fn.__name__!r} is a word of the check language, not a measure name")
         doc = (fn.__doc__ or "").strip().splitlines()
         _MEASURES[fn.__name__] = MeasureKind(fn.__name__, args, rate, worse, doc[0] if doc else "", fn)
         return fn

@@ -12,7 +12,7 @@ import re
 
 from .errors import VitrobustError
 
-_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")   # what the check language reads as a name
 
 
 class ModelNameError(VitrobustError):
@@ -34,7 +34,7 @@ class ModelName(str):
         for part in parts:
             if not _PART.match(part):
                 raise ModelNameError(f"bad model name {text!r}: expected base[:suffix...], each part "
-                                     "letters, digits, '_', '.', '-' (starting with a letter or '_')")
+                                     "letters, digits, '_', '.' (starting with a letter or '_')")
         self = super().__new__(cls, text)
         self.base, self.suffixes = parts[0], tuple(parts[1:])
         return self

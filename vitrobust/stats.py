@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+from .errors import VitrobustError
+
 import math
 from typing import Callable, Union
 
@@ -21,7 +23,7 @@ __all__ = ["wilson_interval", "mcnemar_exact", "mcnemar_one_sided", "discordant_
            "paired_bootstrap", "StatsError"]
 
 
-class StatsError(ValueError):
+class StatsError(VitrobustError):
     """Bad input to a statistic (negative counts, k > n, confidence outside (0, 1))."""
 
 
