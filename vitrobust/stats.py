@@ -11,13 +11,13 @@
 """
 from __future__ import annotations
 
-from .errors import VitrobustError
-
 import math
 from typing import Callable, Union
 
 import numpy as np
 from scipy.stats import binom, norm
+
+from .errors import VitrobustError
 
 __all__ = ["wilson_interval", "mcnemar_exact", "mcnemar_one_sided", "discordant_pairs",
            "paired_bootstrap", "StatsError"]
