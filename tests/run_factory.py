@@ -1,24 +1,30 @@
-"""A realistic fake run record (the "Run record" of shared/INTERFACES.md) for tests that consume one.
+"""A realistic fake run record (:class:`vitrobust.record.RunRecord`) for tests that consume one.
 
 ``make_run()`` builds three specs (quantization, pruning, transfer) over a small zoo: dense
 deit_tiny / deit_small, their INT8 variants and a keep-rate family (prune0.7, prune0.5), with
 per-image outcomes for every rate measurement, transfer pairs, an xfailed check (a paper claim
 that did not reproduce), an inconclusive one, warnings and, when ``artifact_dir`` is given, a UAP
 perturbation written as .npy. Everything is seeded: two calls with the same arguments are equal.
-No torch is needed.
+Every field of the record is set to something other than its default somewhere, so a round trip
+that drops a field is caught. No torch is needed.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
 
+from vitrobust.record import (CheckRecord, MeasurementRecord, ModelRecord, RunConfig, RunRecord,
+                              RunWarning)
+from vitrobust.stats import wilson_interval
+
 N_IMAGES = 200
 DATA = f"digits/test[:{N_IMAGES}]"
 SPEC_IDS = ("quantization", "pruning", "transfer")
+CONFIDENCE = 0.95
 
 MODELS = {
     # name: (params, size_mb, gflops, throughput img/s, clean acc, meta)
@@ -38,140 +44,133 @@ MODELS = {
 
 PGD = {"norm": "linf", "eps": 4 / 255, "steps": 10}
 SP = {"norm": "l2", "eps": 4.0, "steps": 100}
-
-
-def _wilson(k: int, n: int, z: float = 1.959964) -> list[float]:
-    # Only to fabricate plausible intervals for fake data; the real ones come from stats.py.
-    if n == 0:
-        return [0.0, 1.0]
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+ATTACKS = {"pgd": "pgd", "sp": "salt_and_pepper"}   # spec alias -> registry name
 
 
 def _clean_mask(rng, acc: float) -> np.ndarray:
     return rng.random(N_IMAGES) < acc
 
 
-def _rate(key, kind, spec, target, *, source=None, attack=None, threat=None, strategy=None,
-          rate=0.5, clean=None, rng) -> dict:
-    """A rate measurement with per-image outcomes (None where the target is wrong clean)."""
+def rate_measurement(key, kind, spec, target, *, source=None, alias=None, threat=None,
+                     strategy=None, rate=0.5, clean=None, rng) -> MeasurementRecord:
+    """A rate measurement with per-image outcomes (None where the target is wrong clean, or
+    everywhere scored when ``clean`` is None)."""
     success = rng.random(N_IMAGES) < rate
+    clean = np.ones(N_IMAGES, bool) if clean is None else clean
     outcomes = [int(s) if c else None for s, c in zip(success, clean)]
-    meas = {"key": key, "kind": kind, "spec": spec, "source": source, "target": target,
-            "attack": attack, "threat_model": threat, "strategy": strategy, "data": DATA,
-            "outcomes": outcomes}
+    meas = MeasurementRecord(key=key, kind=kind, spec=spec, source=source, target=target,
+                             alias=alias, attack=ATTACKS.get(alias, alias), threat_model=threat,
+                             strategy=strategy, data=DATA, outcomes=outcomes,
+                             confidence=CONFIDENCE)
     return refresh(meas)
 
 
-def refresh(meas: dict) -> dict:
-    """Recompute value, k, n, interval (and robust accuracy) from ``meas['outcomes']``."""
-    scored = [o for o in meas["outcomes"] if o is not None]
+def refresh(meas: MeasurementRecord) -> MeasurementRecord:
+    """Recompute value, k, n, interval (and robust accuracy) from ``meas.outcomes``."""
+    scored = [o for o in meas.outcomes if o is not None]
     k, n = sum(scored), len(scored)
-    meas.update(value=k / n if n else 0.0, k=k, n=n, interval=_wilson(k, n))
-    if meas["kind"] in ("asr", "transfer"):
-        meas["clean_acc"] = n / len(meas["outcomes"])
-        meas["robust_acc"] = (n - k) / len(meas["outcomes"])
-    else:
-        meas.setdefault("clean_acc", None)
-        meas.setdefault("robust_acc", None)
+    meas.value, meas.k, meas.n = (k / n if n else 0.0), k, n
+    meas.interval = list(wilson_interval(k, n, meas.confidence or CONFIDENCE))
+    if meas.kind in ("asr", "transfer"):
+        meas.clean_acc = n / len(meas.outcomes)
+        meas.robust_acc = (n - k) / len(meas.outcomes)
     return meas
 
 
-def flip_outcomes(meas: dict, count: int, to: int = 1) -> dict:
+def flip_outcomes(meas: MeasurementRecord, count: int, to: int = 1) -> MeasurementRecord:
     """Flip ``count`` scored outcomes to ``to`` (a planted change on the same images)."""
     flipped = 0
-    for i, o in enumerate(meas["outcomes"]):
+    for i, o in enumerate(meas.outcomes):
         if flipped == count:
             break
         if o is not None and o != to:
-            meas["outcomes"][i] = to
+            meas.outcomes[i] = to
             flipped += 1
     return refresh(meas)
 
 
-def find(run: dict, key: str, spec: str | None = None) -> dict:
+def find(run: RunRecord, key: str, spec: str | None = None) -> MeasurementRecord:
     """The measurement with ``key`` (in ``spec`` when given)."""
-    for meas in run["measurements"]:
-        if meas["key"] == key and (spec is None or meas["spec"] == spec):
+    for meas in run.measurements:
+        if meas.key == key and (spec is None or meas.spec == spec):
             return meas
     raise KeyError(key)
 
 
-def make_run(run_id: str = "20261122-001500-ab12", *, seed: int = 0,
-             artifact_dir: str | Path | None = None, finished: str = "2026-11-22T00:21:40+00:00",
-             ) -> dict:
-    rng = np.random.default_rng(seed)
+def _models() -> dict:
+    return {name: ModelRecord(
+        name=name, weight_hash=hashlib.sha256(name.encode()).hexdigest()[:12], family="deit",
+        params=p, size_mb=s, gflops=g, throughput=t, throughput_batch=64,
+        differentiable=not name.endswith(":int8"), input_size=32, build_seconds=0.4,
+        clean_acc=a, meta=dict(meta))
+        for name, (p, s, g, t, a, meta) in MODELS.items()}
+
+
+def _measurements(rng) -> list:
     clean = {name: _clean_mask(rng, spec[4]) for name, spec in MODELS.items()}
-    models = {
-        name: {"weight_hash": hashlib.sha256(name.encode()).hexdigest()[:12], "family": "deit",
-               "params": p, "size_mb": s, "gflops": g, "throughput": t, "clean_acc": a,
-               "differentiable": not name.endswith(":int8"), "meta": dict(meta),
-               "build_seconds": 0.4}
-        for name, (p, s, g, t, a, meta) in MODELS.items()
-    }
-    meas: list[dict] = []
+    meas: list[MeasurementRecord] = []
     base_asr = {"deit_tiny": 0.62, "deit_small": 0.48}
 
     # quantization: INT8 attacked black-box with salt-and-pepper, and transfer both ways.
     for size in ("tiny", "small"):
         dense, q = f"deit_{size}", f"deit_{size}:int8"
         bump = 0.12 if size == "tiny" else -0.02   # the small claim does not reproduce
-        meas.append(_rate(f"asr({dense}, sp)", "asr", "quantization", dense, attack="sp",
-                          threat=SP, strategy="black-box", rate=0.40, clean=clean[dense], rng=rng))
-        meas.append(_rate(f"asr({q}, sp)", "asr", "quantization", q, attack="sp", threat=SP,
-                          strategy="black-box", rate=0.40 + bump, clean=clean[q], rng=rng))
-        meas.append(_rate(f"transfer({q} -> {dense}, sp)", "transfer", "quantization", dense,
-                          source=q, attack="sp", threat=SP, strategy="black-box", rate=0.30,
-                          clean=clean[dense], rng=rng))
-        meas.append(_rate(f"transfer({dense} -> {q}, sp)", "transfer", "quantization", q,
-                          source=dense, attack="sp", threat=SP, strategy="black-box", rate=0.25,
-                          clean=clean[q], rng=rng))
+        common = dict(alias="sp", threat=SP, strategy="black-box", rng=rng)
+        meas.append(rate_measurement(f"asr({dense}, sp)", "asr", "quantization", dense,
+                                     rate=0.40, clean=clean[dense], **common))
+        meas.append(rate_measurement(f"asr({q}, sp)", "asr", "quantization", q,
+                                     rate=0.40 + bump, clean=clean[q], **common))
+        meas.append(rate_measurement(f"transfer({q} -> {dense}, sp)", "transfer", "quantization",
+                                     dense, source=q, rate=0.30, clean=clean[dense], **common))
+        meas.append(rate_measurement(f"transfer({dense} -> {q}, sp)", "transfer", "quantization",
+                                     q, source=dense, rate=0.25, clean=clean[q], **common))
         for name in (dense, q):
-            meas.append({"key": f"size_mb({name})", "kind": "size_mb", "spec": "quantization",
-                         "source": None, "target": name, "attack": None, "threat_model": None,
-                         "strategy": None, "data": None, "value": MODELS[name][1], "k": None,
-                         "n": None, "interval": None, "robust_acc": None, "clean_acc": None,
-                         "outcomes": None})
+            meas.append(MeasurementRecord(key=f"size_mb({name})", kind="size_mb",
+                                          spec="quantization", target=name,
+                                          value=MODELS[name][1]))
 
     # pruning: ASR and transfer from the dense model along the keep-rate family.
     for base in ("deit_tiny", "deit_small"):
         for keep in (1.0, 0.7, 0.5):
             target = base if keep == 1.0 else f"{base}:prune{keep}"
-            meas.append(_rate(f"asr({target}, pgd)", "asr", "pruning", target, attack="pgd",
-                              threat=PGD, strategy="white-box",
-                              rate=base_asr[base] + 0.08 * (1 - keep), clean=clean[target],
-                              rng=rng))
+            meas.append(rate_measurement(f"asr({target}, pgd)", "asr", "pruning", target,
+                                         alias="pgd", threat=PGD, strategy="white-box",
+                                         rate=base_asr[base] + 0.08 * (1 - keep),
+                                         clean=clean[target], rng=rng))
             if keep < 1.0:
-                meas.append(_rate(f"transfer({base} -> {target}, pgd)", "transfer", "pruning",
-                                  target, source=base, attack="pgd", threat=PGD,
-                                  strategy="transfer:" + base, rate=0.2 + 0.5 * keep,
-                                  clean=clean[target], rng=rng))
-        meas.append(_rate(f"acc({base})", "acc", "pruning", base, rate=1.0, clean=clean[base],
-                          rng=rng))
+                meas.append(rate_measurement(
+                    f"transfer({base} -> {target}, pgd)", "transfer", "pruning", target,
+                    source=base, alias="pgd", threat=PGD, strategy="transfer:" + base,
+                    rate=0.2 + 0.5 * keep, clean=clean[target], rng=rng))
+        meas.append(rate_measurement(f"acc({base})", "acc", "pruning", base, rate=1.0,
+                                     clean=clean[base], rng=rng))
 
     # transfer: across sizes.
     for src, tgt in (("deit_tiny", "deit_small"), ("deit_small", "deit_tiny")):
-        meas.append(_rate(f"transfer({src} -> {tgt}, pgd)", "transfer", "transfer", tgt,
-                          source=src, attack="pgd", threat=PGD, strategy="transfer:" + src,
-                          rate=0.35 if src == "deit_tiny" else 0.45, clean=clean[tgt], rng=rng))
+        meas.append(rate_measurement(f"transfer({src} -> {tgt}, pgd)", "transfer", "transfer",
+                                     tgt, source=src, alias="pgd", threat=PGD,
+                                     strategy="transfer:" + src,
+                                     rate=0.35 if src == "deit_tiny" else 0.45, clean=clean[tgt],
+                                     rng=rng))
+    return meas
 
-    def values(*keys):
-        return {k: next(m["value"] for m in meas if m["key"] == k) for k in keys}
 
+def _checks(meas: list) -> list:
+    by_key = {m.key: m for m in meas}
     checks = []
 
     def check(spec, text, params, status, outcome, keys, p, xfail_reason=None, claim=""):
         pid = "-".join(f"{k}={v}" for k, v in params.items())
         nodeid = f"specs/{spec}.yaml::{spec}[{pid}]::{text}" if pid else f"specs/{spec}.yaml::{spec}::{text}"
-        vals = values(*keys)
+        vals = {k: by_key[k].value for k in keys}
         stat = (f"one-sided McNemar p={p:.3g}" if p is not None else "deterministic comparison")
-        checks.append({"spec": spec, "nodeid": nodeid, "check": text, "params": params,
-                       "claim": claim or f"{spec}: {text}", "status": status,
-                       "outcome": outcome, "xfail_reason": xfail_reason,
-                       "message": f"{status}: " + ", ".join(f"{k} = {v:.3f}" for k, v in vals.items()),
-                       "values": vals, "statistic": stat, "p_value": p})
+        checks.append(CheckRecord(
+            spec=spec, nodeid=nodeid, check=text, params=params,
+            claim=claim or f"{spec}: {text}", status=status, outcome=outcome,
+            xfail_reason=xfail_reason, confidence=CONFIDENCE,
+            message=f"{status}: " + ", ".join(f"{k} = {v:.3f}" for k, v in vals.items()),
+            values=vals, statistic=stat, p_value=p,
+            intervals={k: by_key[k].interval for k in keys if by_key[k].interval}))
 
     for size, status, outcome, p, reason in (
             ("tiny", "holds", "passed", 0.002, None),
@@ -193,7 +192,14 @@ def make_run(run_id: str = "20261122-001500-ab12", *, seed: int = 0,
     check("transfer", "transfer(deit_tiny -> deit_small, pgd) < transfer(deit_small -> deit_tiny, pgd)",
           {}, "inconclusive", "skipped",
           ["transfer(deit_tiny -> deit_small, pgd)", "transfer(deit_small -> deit_tiny, pgd)"], 0.09)
+    return checks
 
+
+def make_run(run_id: str = "20261122-001500-ab12", *, seed: int = 0,
+             artifact_dir: str | Path | None = None, finished: str = "2026-11-22T00:21:40",
+             ) -> RunRecord:
+    rng = np.random.default_rng(seed)
+    meas = _measurements(rng)
     artifacts = {}
     if artifact_dir is not None:
         path = Path(artifact_dir) / "uap_deit_tiny_uap.npy"
@@ -202,22 +208,23 @@ def make_run(run_id: str = "20261122-001500-ab12", *, seed: int = 0,
         np.save(path, delta.astype(np.float32))
         artifacts["uap:deit_tiny:uap"] = str(path)
 
-    return {
-        "run_id": run_id, "started": "2026-11-22T00:15:00+00:00", "finished": finished,
-        "git_commit": "0123456789abcdef0123456789abcdef01234567",
-        "versions": {"python": "3.11.2", "torch": "2.14.1", "timm": "1.0.31",
-                     "foolbox": "3.3.4", "vitrobust": "0.1.0"},
-        "config": {"data": "digits", "zoo": None, "confidence": 0.95, "limit": N_IMAGES},
-        "models": models, "measurements": meas, "checks": checks, "artifacts": artifacts,
-        "warnings": [{"kind": "zero-gradient",
-                      "message": "deit_tiny:int8 returned no input gradient; attacked black-box"},
-                     {"kind": "nondeterministic",
-                      "message": "INT8 logits depend on batch-mates; scored one image per call"}],
-    }
+    return RunRecord(
+        run_id=run_id, started="2026-11-22T00:15:00", finished=finished,
+        git_commit="0123456789abcdef0123456789abcdef01234567",
+        versions={"python": "3.11.2", "torch": "2.14.1", "timm": "1.0.31",
+                  "foolbox": "3.3.4", "vitrobust": "0.1.0"},
+        config=RunConfig(data="digits", zoo=None, max_images=None, confidence=CONFIDENCE,
+                         args=["-k", "deit"]),
+        models=_models(), measurements=meas, checks=_checks(meas), artifacts=artifacts,
+        warnings=[RunWarning("zero-gradient",
+                             "deit_tiny:int8 returned no input gradient; attacked black-box",
+                             model="deit_tiny:int8"),
+                  RunWarning("nondeterministic",
+                             "INT8 logits depend on batch-mates; scored one image per call",
+                             model="deit_small:int8")],
+        cache={"adversarial_generated": 12, "adversarial_reused": 3})
 
 
-def clone(run: dict, run_id: str) -> dict:
+def clone(run: RunRecord, run_id: str) -> RunRecord:
     """A deep copy of ``run`` under a new id (the same images, so paired tests apply)."""
-    new = copy.deepcopy(run)
-    new["run_id"] = run_id
-    return new
+    return dataclasses.replace(copy.deepcopy(run), run_id=run_id)

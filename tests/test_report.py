@@ -1,6 +1,7 @@
 """Reports: files, content of every format, plots only where data exist, the latest pointer."""
 import base64
 import copy
+import dataclasses
 import io
 import json
 import os
@@ -12,11 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from run_factory import SPEC_IDS, make_run
+from run_factory import SPEC_IDS, find, make_run
 from vitrobust import report
 from vitrobust.plots import make_plots
+from vitrobust.record import RunConfig, RunRecord, RunWarning
 from vitrobust.report import (ReportError, html_page, markdown, resolve_latest, terminal_summary,
                               write_reports)
+from vitrobust.stats import wilson_interval
 
 PLOTS = {"asr_keep_rate", "transfer_pgd", "transfer_sp", "asr_vs_size_mb", "asr_vs_throughput",
          "uap_deit_tiny_uap"}
@@ -24,7 +27,7 @@ PLOTS = {"asr_keep_rate", "transfer_pgd", "transfer_sp", "asr_vs_size_mb", "asr_
 
 def light(run_id):
     """A run with nothing to plot, for tests about files rather than content."""
-    return {"run_id": run_id, "models": {}, "measurements": [], "checks": []}
+    return RunRecord(run_id)
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +38,15 @@ def written(tmp_path_factory):
 
 
 def test_report_modules_do_not_import_torch():
-    code = ("import sys, vitrobust.store, vitrobust.gate, vitrobust.report, vitrobust.plots; "
+    code = ("import sys, vitrobust.store, vitrobust.gate, vitrobust.report, vitrobust.plots, "
+            "vitrobust.report_format, vitrobust.report_text, vitrobust.report_html; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_files_are_written_under_the_run_id(written):
     run, paths, out = written
-    folder = out / run["run_id"]
+    folder = out / run.run_id
     for kind in ("md", "json", "html"):
         assert paths[kind].parent == folder and paths[kind].stat().st_size > 1000
     assert {k[4:] for k in paths if k.startswith("png:")} == PLOTS
@@ -52,14 +56,16 @@ def test_files_are_written_under_the_run_id(written):
 
 def test_json_is_the_whole_run_record(written):
     run, paths, _ = written
-    assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(run))
+    assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(run.to_dict()))
+    assert RunRecord.from_dict(json.loads(paths["json"].read_text())) == run
 
 
 def test_json_is_strict_even_with_nan(tmp_path):
-    run = {**light("nan-run"), "models": {"m": make_run()["models"]["deit_tiny"]}}
-    run["models"]["m"]["throughput"] = float("nan")
-    run["models"]["m"]["params"] = np.int64(7)
-    run["models"]["m"]["meta"] = {"mask": np.array([1.0, float("inf")])}
+    run = light("nan-run")
+    run.models = {"m": dataclasses.replace(make_run().models["deit_tiny"], name="m")}
+    run.models["m"].throughput = float("nan")
+    run.models["m"].params = np.int64(7)
+    run.models["m"].meta = {"mask": np.array([1.0, float("inf")])}
     text = write_reports(run, tmp_path)["json"].read_text()
     assert "NaN" not in text and json.loads(text)["models"]["m"]["throughput"] is None
     assert json.loads(text)["models"]["m"]["params"] == 7
@@ -88,9 +94,9 @@ def test_html_is_self_contained_with_every_spec_and_plot(written):
 def test_html_shows_values_intervals_statistics_and_claims_that_failed(written):
     run, paths, _ = written
     page = paths["html"].read_text()
-    meas = next(m for m in run["measurements"] if m["key"] == "asr(deit_tiny:int8, sp)")
-    lo, hi = meas["interval"]
-    assert f"{meas['value']:.3f} [{lo:.3f}, {hi:.3f}] ({meas['k']}/{meas['n']})" in page
+    meas = find(run, "asr(deit_tiny:int8, sp)")
+    lo, hi = meas.interval
+    assert f"{meas.value:.3f} [{lo:.3f}, {hi:.3f}] ({meas.k}/{meas.n})" in page
     assert "one-sided McNemar p=0.002" in page
     failed = page.split('id="not-reproduced"')[1].split("</section>")[0]
     assert "paper 7.2 claim did not reproduce on the digits zoo" in failed
@@ -103,7 +109,7 @@ def test_html_shows_values_intervals_statistics_and_claims_that_failed(written):
 
 def test_html_escapes_untrusted_text():
     run = make_run()
-    run["checks"][0]["check"] = "<script>alert(1)</script> asr(a, b) > 0"
+    run.checks[0].check = "<script>alert(1)</script> asr(a, b) > 0"
     page = html_page(run)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -116,18 +122,18 @@ def test_markdown_has_every_spec_and_the_failed_claim(written):
     assert "## Claims that did not reproduce" in text and "did not reproduce on the digits" in text
     for name in PLOTS:
         assert f"(plots/{name}.png)" in text
-    assert "Every claim reproduced." in markdown({**run, "checks": run["checks"][:2]})
+    assert "Every claim reproduced." in markdown(dataclasses.replace(run, checks=run.checks[:2]))
 
 
 def test_terminal_summary(written):
     run = written[0]
     text = terminal_summary(run)
-    assert text.splitlines()[0] == (f"vitrobust run {run['run_id']}: 5 passed, 1 xfailed, 1 skipped "
+    assert text.splitlines()[0] == (f"vitrobust run {run.run_id}: 5 passed, 1 xfailed, 1 skipped "
                                     "(7 checks, 26 measurements, 8 models)")
-    for check in run["checks"]:
-        assert check["check"] in text
-    meas = run["measurements"][0]
-    assert f"[{meas['interval'][0]:.3f}, {meas['interval'][1]:.3f}] ({meas['k']}/{meas['n']})" in text
+    for check in run.checks:
+        assert check.check in text
+    meas = run.measurements[0]
+    assert f"[{meas.interval[0]:.3f}, {meas.interval[1]:.3f}] ({meas.k}/{meas.n})" in text
     assert "did not reproduce: quantization" in text and "warning (zero-gradient)" in text
 
 
@@ -135,11 +141,11 @@ def test_plots_only_where_data_exist(tmp_path):
     run = make_run()   # no artifact_dir: no UAP
     names = {p.name for p in make_plots(run)[0]}
     assert names == PLOTS - {"uap_deit_tiny_uap"}
-    for info in run["models"].values():
-        info["meta"].pop("keep_rate", None)
-    run["measurements"] = [m for m in run["measurements"] if m["kind"] != "transfer"]
+    for info in run.models.values():
+        info.meta.pop("keep_rate", None)
+    run.measurements = [m for m in run.measurements if m.kind != "transfer"]
     assert {p.name for p in make_plots(run)[0]} == {"asr_vs_size_mb", "asr_vs_throughput"}
-    empty = {"run_id": "empty", "models": {}, "measurements": [], "checks": []}
+    empty = RunRecord("empty")
     paths = write_reports(empty, tmp_path)
     assert not any(k.startswith("png:") for k in paths)
     assert "No plottable data" in paths["html"].read_text()
@@ -147,8 +153,7 @@ def test_plots_only_where_data_exist(tmp_path):
 
 def test_keep_rate_plot_needs_a_pruned_point():
     run = make_run()
-    run["measurements"] = [m for m in run["measurements"]
-                           if "prune" not in (m.get("target") or "")]
+    run.measurements = [m for m in run.measurements if "prune" not in (m.target or "")]
     assert "asr_keep_rate" not in {p.name for p in make_plots(run)[0]}
 
 
@@ -157,7 +162,7 @@ def test_uap_is_shown_amplified(tmp_path):
     delta[0, :8] = 2 / 255          # a faint perturbation, invisible unamplified
     delta[2, 8:] = -2 / 255
     np.save(tmp_path / "u.npy", delta)
-    run = {"run_id": "u", "artifacts": {"uap:m:uap": str(tmp_path / "u.npy")}}
+    run = RunRecord("u", artifacts={"uap:m:uap": str(tmp_path / "u.npy")})
     [plot], notes = make_plots(run)
     assert notes == [] and plot.name == "uap_m_uap"
     pixels = np.asarray(Image.open(io.BytesIO(plot.png)).convert("RGB"), dtype=float)
@@ -166,7 +171,7 @@ def test_uap_is_shown_amplified(tmp_path):
 
 def test_unreadable_uap_becomes_a_warning(tmp_path):
     run = make_run("broken-uap")
-    run["artifacts"] = {"uap:deit_tiny:uap": str(tmp_path / "missing.npy")}
+    run.artifacts = {"uap:deit_tiny:uap": str(tmp_path / "missing.npy")}
     page = write_reports(run, tmp_path)["html"].read_text()
     assert "cannot read" in page and "uap_deit_tiny" not in page
 
@@ -199,4 +204,88 @@ def test_latest_falls_back_to_a_text_file(tmp_path, monkeypatch):
 @pytest.mark.parametrize("run_id", ["", None, "../escape", "a/b"])
 def test_unusable_run_id(tmp_path, run_id):
     with pytest.raises(ReportError):
-        write_reports({**copy.deepcopy(make_run()), "run_id": run_id}, tmp_path)
+        write_reports(dataclasses.replace(copy.deepcopy(make_run()), run_id=run_id), tmp_path)
+
+
+# -- intervals as recorded, at their confidence -------------------------------------------------
+def test_recorded_interval_is_shown_as_is():
+    run = make_run()
+    meas = find(run, "asr(deit_tiny, pgd)")
+    meas.interval = [0.123, 0.987]              # not what Wilson would give: shown, not recomputed
+    assert "[0.123, 0.987]" in terminal_summary(run) and "[0.123, 0.987]" in html_page(run)
+
+
+def test_computed_interval_uses_the_measurements_confidence_then_the_runs():
+    run = make_run()
+    meas = find(run, "asr(deit_tiny, pgd)")
+    meas.interval, meas.confidence = None, 0.8
+    lo, hi = wilson_interval(meas.k, meas.n, 0.8)
+    assert f"[{lo:.3f}, {hi:.3f}] ({meas.k}/{meas.n}) at 80%" in terminal_summary(run)
+    meas.confidence = None                       # no confidence of its own: the run's
+    run.config = RunConfig(confidence=0.9)
+    lo, hi = wilson_interval(meas.k, meas.n, 0.9)
+    text = terminal_summary(run)
+    assert f"[{lo:.3f}, {hi:.3f}] ({meas.k}/{meas.n})" in text and "[90% interval]" in text
+    assert f"({meas.k}/{meas.n}) at" not in text
+
+
+def test_an_interval_at_another_confidence_says_so():
+    run = make_run()
+    find(run, "asr(deit_tiny:int8, sp)").confidence = 0.99
+    run.checks[0].confidence = 0.99             # the check's intervals are at its confidence
+    page = html_page(run)
+    # The check's row shows both of its values at 99%; the measurements table the one measurement.
+    assert page.count(" at 99%") == 3
+    assert "[95% interval]" in page
+
+
+def test_warnings_name_their_model():
+    run = make_run()
+    run.warnings = [RunWarning("nondeterministic", "logits differ between calls", model="deit_tiny:int8"),
+                    RunWarning("zero-gradient", "deit_small: zero gradient", model="deit_small")]
+    text = terminal_summary(run)
+    assert "warning (nondeterministic): deit_tiny:int8: logits differ between calls" in text
+    assert "warning (zero-gradient): deit_small: zero gradient" in text   # not named twice
+    assert "deit_tiny:int8: logits differ" in markdown(run) and "deit_tiny:int8: logits" in html_page(run)
+
+
+def test_every_spec_supplied_string_is_escaped():
+    """Spec ids, check text, claims, params, reasons, messages, statistics, measurement keys,
+    strategies, data, model names and meta, warnings, config and versions all reach the page."""
+    evil = "<i id=x{}>"
+    run = make_run()
+    strings = iter(range(1000))
+
+    def bad():
+        return evil.format(next(strings))
+
+    for c in run.checks:
+        c.spec, c.check, c.claim, c.message, c.statistic = bad(), bad(), bad(), bad(), bad()
+        c.params, c.xfail_reason = {bad(): bad()}, bad()
+        c.outcome = "xfailed"
+    for m in run.measurements:
+        m.key, m.strategy, m.data, m.spec = bad(), bad(), bad(), bad()
+    run.models = {bad(): dataclasses.replace(m, meta={bad(): bad()}) for m in run.models.values()}
+    run.warnings = [RunWarning(bad(), bad(), model=bad())]
+    run.config = RunConfig(data=bad(), zoo=bad(), args=[bad()])
+    run.versions = {bad(): bad()}
+    run.git_commit, run.started = bad(), bad()
+    page = html_page(run)
+    used = next(strings)
+    assert used > 100
+    for i in range(used):
+        assert evil.format(i) not in page
+    assert sum(f"&lt;i id=x{i}&gt;" in page for i in range(used)) == used
+
+
+def test_a_dict_record_of_vitrobust_0_1_is_reported(tmp_path):
+    """A session started before the upgrade hands write_reports and terminal_summary dicts."""
+    old = make_run("old-dict").to_dict()
+    del old["schema_version"]
+    for meas in old["measurements"]:
+        del meas["alias"], meas["confidence"]
+    paths = write_reports(old, tmp_path)
+    assert RunRecord.from_dict(json.loads(paths["json"].read_text())).checks == make_run().checks
+    assert terminal_summary(old).startswith("vitrobust run old-dict: 5 passed")
+    with pytest.raises(TypeError, match="RunRecord"):
+        write_reports(["not a record"], tmp_path)

@@ -81,8 +81,8 @@ def test_dom_shows_every_spec_and_section(rendered):
     run, _, dom, _ = rendered
     for spec in SPEC_IDS:
         assert f'id="spec-{spec}"' in dom and f"<code>{spec}</code>" in dom
-    for check in run["checks"]:
-        assert check["check"].replace(">", "&gt;").replace("<", "&lt;") in dom
+    for check in run.checks:
+        assert check.check.replace(">", "&gt;").replace("<", "&lt;") in dom
     assert "Claims that did not reproduce" in dom and "did not reproduce on the digits zoo" in dom
 
 

@@ -1,15 +1,22 @@
 """PNG plots of a run record, drawn only where the run holds the data for them.
 
-- ASR against keep-rate for token-pruned families (models whose ``meta.keep_rate`` is set; the
-  dense base is keep-rate 1.0): one solid line per base model and attack, plus a dashed line for
-  transfer from the dense base where measured (DynamicViT-style pruning, paper section 7.3).
+- ASR against keep-rate for token-pruned families (models whose ``ModelRecord.meta`` has a
+  ``keep_rate``, as the pruning compression records it; the name is not parsed for it, what a
+  suffix means is the compression registry's business). The family is ``meta.base`` or the name
+  without its last suffix (:class:`vitrobust.names.ModelName`), the dense model at keep-rate 1.0:
+  one solid line per family and attack, plus a dashed line for transfer from the dense model
+  where measured (DynamicViT-style pruning, paper section 7.3).
 - A source x target heatmap of transfer ASR per attack.
 - ASR against model size (MB) and against throughput (images/s), labelled scatter.
-- Each universal adversarial perturbation (artifacts ``uap:<model>:<attack>`` -> ``.npy``),
-  amplified to fill the grey range so a perturbation of a few /255 is visible.
+- Each universal adversarial perturbation (artifacts ``uap:<model>:<attack>`` -> ``.npy``; the
+  model may carry suffixes, the attack is after the last ``:``), amplified to fill the grey range
+  so a perturbation of a few /255 is visible.
+
+Attacks are labelled as the spec names them (``MeasurementRecord.alias``, else the registry name).
 
 Matplotlib is used through ``Figure`` + the Agg canvas directly, never pyplot, so drawing a report
-neither needs a display nor changes the caller's backend. No torch.
+neither needs a display nor changes the caller's backend. Reads :class:`vitrobust.record.RunRecord`;
+no torch.
 """
 from __future__ import annotations
 
@@ -20,6 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .names import ModelName, ModelNameError
+from .record import ModelRecord, RunRecord
 
 
 @dataclass(frozen=True)
@@ -40,12 +50,13 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _first(measurements, kind):
-    """``(target, source, attack) -> measurement`` for ``kind``, first one wins (specs may repeat)."""
+def _first(run: RunRecord, kind: str) -> dict:
+    """``(target, source, attack) -> measurement`` for ``kind``, first one wins (specs may repeat);
+    the attack as the spec names it."""
     out = {}
-    for m in measurements:
-        if m.get("kind") == kind and _finite(m.get("value")):
-            out.setdefault((m.get("target"), m.get("source"), m.get("attack")), m)
+    for m in run.measurements:
+        if m.kind == kind and _finite(m.value):
+            out.setdefault((m.target, m.source, m.alias or m.attack), m)
     return out
 
 
@@ -53,31 +64,35 @@ def _errbar(points):
     """Asymmetric error bars from each measurement's interval (zero where there is none)."""
     lower, upper = [], []
     for _, m in points:
-        lo, hi = (m.get("interval") or (m["value"], m["value"]))
-        lower.append(max(0.0, m["value"] - lo))
-        upper.append(max(0.0, hi - m["value"]))
+        lo, hi = m.interval or (m.value, m.value)
+        lower.append(max(0.0, m.value - lo))
+        upper.append(max(0.0, hi - m.value))
     return [lower, upper]
 
 
-def base_of(name: str, info: dict) -> str:
-    """The dense model a compressed variant was made from: ``meta.base`` or the name minus its
-    last ``:suffix``."""
-    meta = info.get("meta") or {}
-    return meta.get("base") or name.rsplit(":", 1)[0]
+def base_of(name: str, info: ModelRecord) -> str:
+    """The dense model a compressed variant was made from: ``meta.base``, else the name without
+    its last suffix (the name itself when it has none)."""
+    if info.meta.get("base"):
+        return str(info.meta["base"])
+    try:
+        return ModelName(name).parent or name
+    except ModelNameError:   # a name from an older record that is not base[:suffix...]
+        return name
 
 
-def keep_rate_plot(run: dict) -> Plot | None:
-    models = run.get("models") or {}
-    keep = {name: float(info["meta"]["keep_rate"]) for name, info in models.items()
-            if _finite((info.get("meta") or {}).get("keep_rate"))}
-    if not keep:
-        return None
+def keep_rate_lines(run: RunRecord) -> dict:
+    """``(family, attack, "asr" | "transfer") -> [(keep-rate, measurement)]`` by keep-rate: the
+    lines of the keep-rate plot, each with at least one pruned point."""
+    models = run.models
+    keep = {name: float(info.meta["keep_rate"]) for name, info in models.items()
+            if _finite(info.meta.get("keep_rate"))}
     family = {name: base_of(name, models[name]) for name in keep}
     for base in set(family.values()):
         family[base] = base
         keep.setdefault(base, 1.0)
-    asr = _first(run.get("measurements") or [], "asr")
-    transfer = _first(run.get("measurements") or [], "transfer")
+    asr = _first(run, "asr")
+    transfer = _first(run, "transfer")
     lines = {}   # (base, attack, style) -> [(keep, meas)]
     for (target, _, attack), m in asr.items():
         if target in family:
@@ -86,8 +101,12 @@ def keep_rate_plot(run: dict) -> Plot | None:
         if target in family and source == family[target] and target != source:
             lines.setdefault((source, attack, "transfer"), []).append((keep[target], m))
     # A line needs at least one pruned point to say anything about keep-rate.
-    lines = {k: sorted(v, key=lambda p: p[0]) for k, v in lines.items()
-             if any(rate < 1.0 for rate, _ in v)}
+    return {k: sorted(v, key=lambda p: p[0]) for k, v in lines.items()
+            if any(rate < 1.0 for rate, _ in v)}
+
+
+def keep_rate_plot(run: RunRecord) -> Plot | None:
+    lines = keep_rate_lines(run)
     if not lines:
         return None
     fig = Figure(figsize=(9.6, 4.2), layout="constrained")
@@ -96,7 +115,7 @@ def keep_rate_plot(run: dict) -> Plot | None:
     for (base, attack, style), points in sorted(lines.items(), key=lambda kv: str(kv[0])):
         color = colors.setdefault((base, attack), f"C{len(colors) % 10}")
         label = f"{base} / {attack}" + (" (transfer from dense)" if style == "transfer" else "")
-        ax.errorbar([p[0] for p in points], [p[1]["value"] for p in points],
+        ax.errorbar([p[0] for p in points], [p[1].value for p in points],
                     yerr=_errbar(points), marker="o" if style == "asr" else "s", capsize=3,
                     linestyle="-" if style == "asr" else "--", color=color, label=label)
     ax.set_xlabel("keep-rate (1.0 = dense)")
@@ -109,10 +128,10 @@ def keep_rate_plot(run: dict) -> Plot | None:
     return Plot("asr_keep_rate", "ASR against keep-rate", _png(fig))
 
 
-def transfer_heatmaps(run: dict) -> list[Plot]:
+def transfer_heatmaps(run: RunRecord) -> list[Plot]:
     by_attack: dict = {}
-    for (target, source, attack), m in _first(run.get("measurements") or [], "transfer").items():
-        by_attack.setdefault(attack, {})[(source, target)] = m["value"]
+    for (target, source, attack), m in _first(run, "transfer").items():
+        by_attack.setdefault(attack, {})[(source, target)] = m.value
     plots = []
     for attack in sorted(by_attack, key=str):
         cells = by_attack[attack]
@@ -141,14 +160,14 @@ def transfer_heatmaps(run: dict) -> list[Plot]:
     return plots
 
 
-def scatter_plots(run: dict) -> list[Plot]:
-    models = run.get("models") or {}
-    asr = _first(run.get("measurements") or [], "asr")
+def scatter_plots(run: RunRecord) -> list[Plot]:
+    models = run.models
+    asr = _first(run, "asr")
     plots = []
     for field, label, log in (("size_mb", "model size (MB)", False),
                               ("throughput", "throughput (images/s)", True)):
-        points = [(models[t][field], m["value"], t, a) for (t, _, a), m in asr.items()
-                  if t in models and _finite(models[t].get(field))]
+        points = [(getattr(models[t], field), m.value, t, a) for (t, _, a), m in asr.items()
+                  if t in models and _finite(getattr(models[t], field))]
         if not points:
             continue
         # One panel per attack (small multiples): on one shared panel the model labels of six
@@ -177,10 +196,22 @@ def scatter_plots(run: dict) -> list[Plot]:
     return plots
 
 
-def uap_plots(run: dict) -> tuple[list[Plot], list[str]]:
+def uap_parts(key: str) -> tuple[str, str]:
+    """``(model, attack)`` of an artifact key ``uap:<model>:<attack>``; the model may carry
+    suffixes (``uap:deit_tiny:int8:uap``), the attack is what follows the last ``:``."""
+    model, _, attack = key[len("uap:"):].rpartition(":")
+    return str(ModelName(model)), attack
+
+
+def uap_plots(run: RunRecord) -> tuple[list[Plot], list[str]]:
     plots, problems = [], []
-    for key, path in sorted((run.get("artifacts") or {}).items()):
+    for key, path in sorted(run.artifacts.items()):
         if not key.startswith("uap:"):
+            continue
+        try:
+            model, attack = uap_parts(key)
+        except ModelNameError as exc:
+            problems.append(f"{key}: not uap:<model>:<attack>: {exc}")
             continue
         try:
             delta = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
@@ -202,15 +233,13 @@ def uap_plots(run: dict) -> tuple[list[Plot], list[str]]:
         ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, interpolation="nearest",
                   vmin=0.0, vmax=1.0)
         ax.set_axis_off()
-        _, model, *rest = key.split(":")
-        ax.set_title(f"UAP {model} / {':'.join(rest)}\nL∞ = {peak:.4f} ({peak * 255:.1f}/255),"
+        ax.set_title(f"UAP {model} / {attack}\nL∞ = {peak:.4f} ({peak * 255:.1f}/255),"
                      f" shown ×{0.5 / peak:.0f}", fontsize=9)
-        plots.append(Plot(f"uap_{_stem(model)}_{_stem(':'.join(rest))}", f"UAP {key[4:]}",
-                          _png(fig)))
+        plots.append(Plot(f"uap_{_stem(model)}_{_stem(attack)}", f"UAP {key[4:]}", _png(fig)))
     return plots, problems
 
 
-def make_plots(run: dict) -> tuple[list[Plot], list[str]]:
+def make_plots(run: RunRecord) -> tuple[list[Plot], list[str]]:
     """Every plot the run has data for, and one-line notes for artifacts that could not be drawn."""
     plots: list[Plot] = []
     keep = keep_rate_plot(run)

@@ -8,24 +8,32 @@ interrupted run leaves a trace for ``list_runs(include_incomplete=True)``), and
 :meth:`baseline_run`) only ever see complete runs, so a process killed mid-record is never read
 back as a result: SQLite rolls the open transaction back on the next open.
 
-This module consumes the JSON-able run record described in ``shared/INTERFACES.md`` ("Run
-record") and knows nothing of torch. :meth:`load_run` returns the same shape that was recorded.
+It stores and returns :class:`vitrobust.record.RunRecord` (schema in ``docs/record.md``): what
+:meth:`load_run` returns equals what :meth:`record` was given. The fields worth querying in SQL
+(keys, kinds, values, counts, verdicts) are real columns; every other field of a record goes to
+the row's ``extra`` JSON column, so a field added to the record later round-trips without a
+schema change. The store writes what it is given and invents nothing (times are the producer's:
+:func:`vitrobust.record.local_time_iso`). A plain dict (the record of vitrobust 0.1) is read
+with ``RunRecord.from_dict`` first (:mod:`vitrobust.legacy`). No torch.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .errors import VitrobustError
+from .legacy import as_run_record
+from .record import RunRecord, new_run_id
+
 DEFAULT_DB = Path("reports") / "vitrobust.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1   # of the SQLite tables, not of the run record (record.SCHEMA_VERSION)
 
 
-class StoreError(ValueError):
+class StoreError(VitrobustError):
     """A database that cannot be opened or used; the message is one line."""
 
 
@@ -37,8 +45,9 @@ class UnknownBaseline(StoreError):
     """No baseline of that name."""
 
 
-# Columns kept as real columns so they can be queried; everything else in a run-record entry
-# goes to the ``extra`` JSON column so load_run() round-trips fields this schema does not name.
+# Fields kept as real columns so they can be queried; the rest of each record goes to ``extra``.
+_RUN_COLS = ("run_id", "started", "finished", "git_commit")
+_RUN_JSON = ("versions", "config", "artifacts", "warnings")
 _MODEL_COLS = ("weight_hash", "params", "size_mb", "gflops", "throughput", "clean_acc")
 _MEAS_COLS = ("key", "kind", "spec", "source", "target", "attack", "strategy", "data",
               "value", "k", "n", "robust_acc", "clean_acc")
@@ -73,20 +82,18 @@ CREATE TABLE IF NOT EXISTS baselines (
 
 
 def now_iso() -> str:
+    """UTC time to the second: when a baseline was saved (the store's own stamp)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def new_run_id() -> str:
-    """``YYYYmmdd-HHMMSS-xxxx`` (UTC time plus 4 random hex digits): sortable and unique."""
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
 def _dump(value) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, default=_json_default)
+    # Insertion order is kept (no sort_keys): a check's params print in the spec's order.
+    return None if value is None else json.dumps(value, default=_json_default)
 
 
 def _json_default(value):
-    return value.item() if hasattr(value, "item") else str(value)
+    """numpy scalars and arrays as plain numbers and lists; anything else as its text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def _scalar(value):
@@ -96,6 +103,10 @@ def _scalar(value):
 
 def _load(text):
     return None if text is None else json.loads(text)
+
+
+def _pop_cols(entry: dict, cols) -> list:
+    return [_scalar(entry.pop(c, None)) for c in cols]
 
 
 class Store:
@@ -116,7 +127,8 @@ class Store:
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._init_schema()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot use {self.path} as a results database: {exc}") from None
+            raise StoreError(f"cannot use {self.path} as a results database: "
+                             f"{' '.join(str(exc).split())}") from None
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -152,41 +164,43 @@ class Store:
         self._conn.execute("COMMIT")
 
     # -- writing ---------------------------------------------------------------------------
-    def begin_run(self, run_meta: dict | None = None) -> str:
-        """Insert a ``running`` row for a run about to start; returns its run id.
-
-        ``run_meta`` may carry run_id, started, git_commit, versions and config.
-        """
-        meta = dict(run_meta or {})
-        run_id = meta.get("run_id") or new_run_id()
+    def begin_run(self, run: RunRecord) -> str:
+        """Insert a ``running`` row for ``run`` (its header: id, started, commit, versions,
+        config; models and results may still be empty); returns its run id, a new one
+        (:func:`vitrobust.record.new_run_id`) when the record has none."""
+        run = as_run_record(run)
+        run_id = run.run_id or new_run_id()
         with self._transaction():
             if self._status(run_id) is not None:
                 raise StoreError(f"run {run_id} already exists in {self.path}")
+            head = run.to_dict()
             self._conn.execute(
                 "INSERT INTO runs (run_id, started, git_commit, versions, config, status) "
                 "VALUES (?, ?, ?, ?, ?, 'running')",
-                (run_id, meta.get("started") or now_iso(), meta.get("git_commit"),
-                 _dump(meta.get("versions")), _dump(meta.get("config"))))
+                (run_id, head["started"], head["git_commit"], _dump(head["versions"]),
+                 _dump(head["config"])))
         return run_id
 
-    def record(self, run: dict) -> str:
+    def record(self, run: RunRecord) -> str:
         """Write a whole run record in one transaction and mark it complete; returns its id.
 
         The run may or may not have been begun with :meth:`begin_run`; recording a run id that
         is already complete is an error (results are immutable once recorded).
         """
-        run_id = run.get("run_id") or new_run_id()
+        run = as_run_record(run)
+        if not run.run_id:
+            raise StoreError("a run record needs a run_id to be recorded "
+                             "(vitrobust.record.new_run_id(), or the id begin_run returned)")
+        run_id = run.run_id
+        data = run.to_dict()
+        models, measurements, checks = data.pop("models"), data.pop("measurements"), data.pop("checks")
+        cols = [data.pop(c) for c in _RUN_COLS]
+        blobs = [_dump(data.pop(c)) for c in _RUN_JSON]
+        values = (cols[1], cols[3], *blobs, _dump(data))   # data: the fields without a column
         with self._transaction():
             status = self._status(run_id)
             if status == "complete":
                 raise StoreError(f"run {run_id} is already recorded in {self.path}")
-            known = {"run_id", "started", "finished", "git_commit", "versions", "config",
-                     "models", "measurements", "checks", "artifacts", "warnings"}
-            extra = {k: v for k, v in run.items() if k not in known}
-            values = (run.get("started") or now_iso(), run.get("git_commit"),
-                      _dump(run.get("versions")), _dump(run.get("config")),
-                      _dump(run.get("artifacts") or {}), _dump(run.get("warnings") or []),
-                      _dump(extra or None))
             if status is None:
                 self._conn.execute(
                     "INSERT INTO runs (run_id, started, git_commit, versions, config, artifacts,"
@@ -196,18 +210,18 @@ class Store:
                 self._conn.execute(
                     "UPDATE runs SET started=?, git_commit=?, versions=?, config=?, artifacts=?,"
                     " warnings=?, extra=? WHERE run_id=?", (*values, run_id))
-            self._insert_models(run_id, run.get("models") or {})
-            self._insert_measurements(run_id, run.get("measurements") or [])
-            self._insert_checks(run_id, run.get("checks") or [])
+            self._insert_models(run_id, models)
+            self._insert_measurements(run_id, measurements)
+            self._insert_checks(run_id, checks)
             # Last statement of the transaction: only now does the run become visible.
             self._conn.execute("UPDATE runs SET status='complete', finished=? WHERE run_id=?",
-                               (run.get("finished") or now_iso(), run_id))
+                               (cols[2], run_id))
         return run_id
 
     def _insert_models(self, run_id: str, models: dict) -> None:
         for seq, (name, info) in enumerate(models.items()):
-            info = dict(info or {})
-            cols = [_scalar(info.pop(c, None)) for c in _MODEL_COLS]
+            info.pop("name", None)   # the column (the dict key)
+            cols = _pop_cols(info, _MODEL_COLS)
             meta = info.pop("meta", None)
             self._conn.execute(
                 "INSERT INTO models (run_id, seq, name, weight_hash, params, size_mb, gflops,"
@@ -216,10 +230,9 @@ class Store:
 
     def _insert_measurements(self, run_id: str, measurements: list) -> None:
         for seq, meas in enumerate(measurements):
-            meas = dict(meas)
-            cols = [_scalar(meas.pop(c, None)) for c in _MEAS_COLS]
+            cols = _pop_cols(meas, _MEAS_COLS)
             interval = meas.pop("interval", None)
-            lo, hi = (interval if interval is not None else (None, None))
+            lo, hi = (None, None) if interval is None else interval
             threat = meas.pop("threat_model", None)
             outcomes = meas.pop("outcomes", None)
             self._conn.execute(
@@ -232,11 +245,8 @@ class Store:
 
     def _insert_checks(self, run_id: str, checks: list) -> None:
         for seq, check in enumerate(checks):
-            check = dict(check)
-            cols = [_scalar(check.pop(c, None)) for c in _CHECK_COLS]
-            text = check.pop("check", None)
-            params = check.pop("params", None)
-            values = check.pop("values", None)
+            cols = _pop_cols(check, _CHECK_COLS)
+            text, params, values = check.pop("check"), check.pop("params"), check.pop("values")
             self._conn.execute(
                 "INSERT INTO checks (run_id, seq, spec, nodeid, claim, status, outcome,"
                 " xfail_reason, message, statistic, p_value, check_text, params, \"values\","
@@ -267,58 +277,53 @@ class Store:
             "ORDER BY finished DESC, started DESC, rowid DESC LIMIT 1").fetchone()
         return None if row is None else row[0]
 
-    def load_run(self, run_id: str) -> dict:
-        """The complete run ``run_id`` as a run record; :class:`UnknownRun` otherwise."""
+    def load_run(self, run_id: str) -> RunRecord:
+        """The complete run ``run_id``, equal to what was recorded; :class:`UnknownRun` otherwise."""
         # One read transaction, so a concurrent writer cannot show us half of another state.
         self._conn.execute("BEGIN")
         try:
-            return self._read_run(run_id)
+            return RunRecord.from_dict(self._read_run(run_id))
         finally:
             self._conn.execute("COMMIT")
 
     def _read_run(self, run_id: str) -> dict:
+        """The run as :meth:`RunRecord.to_dict` wrote it (rows of older versions included)."""
         row = self._conn.execute("SELECT * FROM runs WHERE run_id=? AND status='complete'",
                                  (run_id,)).fetchone()
         if row is None:
             state = self._status(run_id)
             why = "never completed (interrupted?)" if state == "running" else "is not recorded"
             raise UnknownRun(f"run {run_id!r} {why} in {self.path}")
-        run = {"run_id": row["run_id"], "started": row["started"], "finished": row["finished"],
-               "git_commit": row["git_commit"], "versions": _load(row["versions"]),
-               "config": _load(row["config"])}
-        run.update(_load(row["extra"]) or {})
+        run = _load(row["extra"]) or {}
+        run.update({c: row[c] for c in _RUN_COLS})
+        run.update({c: _load(row[c]) for c in _RUN_JSON})
         run["models"] = {}
         for m in self._conn.execute("SELECT * FROM models WHERE run_id=? ORDER BY seq", (run_id,)):
             info = _load(m["extra"]) or {}
-            info.update({c: m[c] for c in _MODEL_COLS})
-            info["meta"] = _load(m["meta"])
+            info.update({c: m[c] for c in _MODEL_COLS}, meta=_load(m["meta"]))
             run["models"][m["name"]] = info
         run["measurements"] = []
         for m in self._conn.execute("SELECT * FROM measurements WHERE run_id=? ORDER BY seq",
                                     (run_id,)):
-            meas = {c: m[c] for c in _MEAS_COLS}
-            meas["threat_model"] = _load(m["threat_model"])
-            meas["interval"] = None if m["lo"] is None else [m["lo"], m["hi"]]
-            meas["outcomes"] = _load(m["outcomes"])
-            meas.update(_load(m["extra"]) or {})
+            meas = _load(m["extra"]) or {}
+            meas.update({c: m[c] for c in _MEAS_COLS}, threat_model=_load(m["threat_model"]),
+                        interval=None if m["lo"] is None else [m["lo"], m["hi"]],
+                        outcomes=_load(m["outcomes"]))
             run["measurements"].append(meas)
         run["checks"] = []
         for c in self._conn.execute("SELECT * FROM checks WHERE run_id=? ORDER BY seq", (run_id,)):
-            check = {col: c[col] for col in _CHECK_COLS}
-            check.update(check=c["check_text"], params=_load(c["params"]),
-                         values=_load(c["values"]))
-            check.update(_load(c["extra"]) or {})
+            check = _load(c["extra"]) or {}
+            check.update({col: c[col] for col in _CHECK_COLS}, check=c["check_text"],
+                         params=_load(c["params"]), values=_load(c["values"]))
             run["checks"].append(check)
-        run["artifacts"] = _load(row["artifacts"]) or {}
-        run["warnings"] = _load(row["warnings"]) or []
         return run
 
-    def latest_run(self) -> dict | None:
+    def latest_run(self) -> RunRecord | None:
         """The most recently finished complete run, or None when there is none."""
         run_id = self._latest_id()
         return None if run_id is None else self.load_run(run_id)
 
-    def baseline_run(self, name: str) -> dict:
+    def baseline_run(self, name: str) -> RunRecord:
         """The run that baseline ``name`` points at; :class:`UnknownBaseline` otherwise."""
         row = self._conn.execute("SELECT run_id FROM baselines WHERE name=?", (name,)).fetchone()
         if row is None:
@@ -327,6 +332,7 @@ class Store:
         return self.load_run(row[0])
 
     def list_baselines(self) -> list[dict]:
+        """``{name, run_id, created}`` per baseline, by name."""
         rows = self._conn.execute("SELECT name, run_id, created FROM baselines ORDER BY name")
         return [dict(r) for r in rows]
 
