@@ -107,3 +107,27 @@ def test_outcomes_line_up_with_the_slice(engine):
     clean = engine.clean_correct("vit_fixture", engine.data_slice(DATA))
     assert [o is None for o in record.outcomes] == list(~clean)
     assert record.k == sum(o == 1 for o in record.outcomes) and record.n == int(np.sum(clean))
+
+
+def _example_check(kind):
+    """A check naming the measure ``kind`` with arguments of its declared shape."""
+    from vitrobust.measures import measure_kind
+
+    args = {"model": "vit_fixture", "model, attack": "vit_fixture, fgsm",
+            "source -> model, attack": "cnn_fixture -> vit_fixture, fgsm"}[measure_kind(kind).args]
+    return f"{kind}({args}) >= 0"
+
+
+def _registered_measures():
+    from vitrobust.measures import list_measures
+    return list_measures()
+
+
+@pytest.mark.parametrize("kind", _registered_measures())
+def test_every_registered_measure_runs_through_the_engine(engine, kind):
+    from vitrobust.measures import measure_kind
+
+    verdict = _check(engine, _example_check(kind))
+    [record] = [r for r in engine.measurements.values() if r.kind == kind]
+    assert verdict.status == "holds" and record.value is not None and record.value >= 0
+    assert (record.outcomes is not None) == measure_kind(kind).rate

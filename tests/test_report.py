@@ -278,14 +278,14 @@ def test_every_spec_supplied_string_is_escaped():
     assert sum(f"&lt;i id=x{i}&gt;" in page for i in range(used)) == used
 
 
-def test_a_dict_record_of_vitrobust_0_1_is_reported(tmp_path):
-    """A session started before the upgrade hands write_reports and terminal_summary dicts."""
+def test_a_report_json_of_vitrobust_0_1_is_read_and_reported(tmp_path):
+    """An old report.json (schema 1: no alias, no confidence) reads back and reports."""
     old = make_run("old-dict").to_dict()
     del old["schema_version"]
     for meas in old["measurements"]:
         del meas["alias"], meas["confidence"]
-    paths = write_reports(old, tmp_path)
+    run = RunRecord.from_dict(old)
+    assert run.schema_version == 1
+    paths = write_reports(run, tmp_path)
     assert RunRecord.from_dict(json.loads(paths["json"].read_text())).checks == make_run().checks
-    assert terminal_summary(old).startswith("vitrobust run old-dict: 5 passed")
-    with pytest.raises(TypeError, match="RunRecord"):
-        write_reports(["not a record"], tmp_path)
+    assert terminal_summary(run).startswith("vitrobust run old-dict: 5 passed")

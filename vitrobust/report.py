@@ -20,7 +20,6 @@ from pathlib import Path
 
 from .errors import VitrobustError
 from .fileio import atomic_write, atomic_write_text
-from .legacy import as_run_record
 from .plots import make_plots
 from .record import RunRecord
 from .report_html import html_page
@@ -88,7 +87,6 @@ def write_reports(run: RunRecord, out_dir: str | os.PathLike) -> dict[str, Path]
 
     Kinds: ``md``, ``json``, ``html``, ``latest`` and ``png:<plot name>`` per plot.
     """
-    run = as_run_record(run)
     run_id = str(run.run_id or "")
     if not _SAFE_ID.match(run_id):
         raise ReportError(f"run id {run_id!r} is not usable as a folder name")

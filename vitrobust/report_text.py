@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from .legacy import as_run_record
 from .record import RunRecord
 from .report_format import (MODEL_HEADERS, check_values, meas_headers, meas_rows, model_rows,
                             not_reproduced, outcome_line, params_text, statistic,
@@ -16,7 +15,6 @@ from .report_format import (MODEL_HEADERS, check_values, meas_headers, meas_rows
 
 def terminal_summary(run: RunRecord) -> str:
     """Plain-text tables of checks and measurements, for pytest's terminal summary."""
-    run = as_run_record(run)
     counts = summary_counts(run)
     lines = [f"vitrobust run {run.run_id}: {outcome_line(counts)} "
              f"({counts['checks']} checks, {counts['measurements']} measurements, "

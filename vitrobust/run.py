@@ -95,8 +95,9 @@ def finish_run(engine, checks: list, options: RunOptions) -> dict:
     from .store import Store
 
     store = Store(options.db)
-    run_id = store.begin_run({"started": options.started, "git_commit": git_commit(options.cwd),
-                              "versions": versions(), "config": {"data": engine.data_source}})
+    run_id = store.begin_run(RunRecord(run_id=new_run_id(), started=options.started,
+                                       git_commit=git_commit(options.cwd), versions=versions(),
+                                       config=RunConfig(data=engine.data_source)))
     run = build_run_record(engine, checks, options, run_id)
     store.record(run)
     paths = write_reports(run, Path(options.report_dir))

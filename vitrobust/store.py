@@ -13,8 +13,7 @@ It stores and returns :class:`vitrobust.record.RunRecord` (schema in ``docs/reco
 (keys, kinds, values, counts, verdicts) are real columns; every other field of a record goes to
 the row's ``extra`` JSON column, so a field added to the record later round-trips without a
 schema change. The store writes what it is given and invents nothing (times are the producer's:
-:func:`vitrobust.record.local_time_iso`). A plain dict (the record of vitrobust 0.1) is read
-with ``RunRecord.from_dict`` first (:mod:`vitrobust.legacy`). No torch.
+:func:`vitrobust.record.local_time_iso`). No torch.
 """
 from __future__ import annotations
 
@@ -26,7 +25,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import VitrobustError
-from .legacy import as_run_record
 from .record import RunRecord, new_run_id
 
 DEFAULT_DB = Path("reports") / "vitrobust.sqlite"
@@ -168,7 +166,6 @@ class Store:
         """Insert a ``running`` row for ``run`` (its header: id, started, commit, versions,
         config; models and results may still be empty); returns its run id, a new one
         (:func:`vitrobust.record.new_run_id`) when the record has none."""
-        run = as_run_record(run)
         run_id = run.run_id or new_run_id()
         with self._transaction():
             if self._status(run_id) is not None:
@@ -187,7 +184,6 @@ class Store:
         The run may or may not have been begun with :meth:`begin_run`; recording a run id that
         is already complete is an error (results are immutable once recorded).
         """
-        run = as_run_record(run)
         if not run.run_id:
             raise StoreError("a run record needs a run_id to be recorded "
                              "(vitrobust.record.new_run_id(), or the id begin_run returned)")
