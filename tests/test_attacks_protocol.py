@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from test_attacks_helpers import FAST, no_grad_model
+from fixtures.attacks import FAST, no_grad_model
 from vitrobust.attacks import (AttackError, black_box_attacks, describe, list_attacks,
-                               make_attack, resolve_strategy)
+                               make_attack, resolve_strategy, validate_attack)
+from vitrobust.errors import VitrobustError
 
 
 def test_describe_lists_every_attack_with_defaults():
@@ -33,12 +34,40 @@ def test_unbounded_requests_are_refused(name, eps):
 
 
 def test_unknown_parameter_and_norm():
-    with pytest.raises(AttackError, match="unknown parameter 'stpes'"):
+    with pytest.raises(AttackError, match=r"pgd: unknown argument 'stpes'; did you mean 'steps'\? "
+                                          r"\(known: batch_size, early_stop, eps, norm, "):
         make_attack("pgd", stpes=3)
     with pytest.raises(AttackError, match="norm 'l2' not supported"):
         make_attack("square", norm="l2")
     with pytest.raises(AttackError, match="unknown attack"):
         make_attack("nope")
+
+
+@pytest.mark.parametrize("name, params, param, message", [
+    ("pgd", {"eps": 0.1, "stpes": 3}, "stpes", "did you mean 'steps'"),
+    ("pgd", {"colour": 3}, "colour", r"unknown argument 'colour' \(known: "),
+    ("pgd", {"steps": 0}, "steps", "steps must be >= 1"),
+    ("pgd", {"steps": "many"}, "steps", "pgd: steps='many': invalid literal"),
+    ("ifgsm", {"steps": 0}, "steps", "steps must be >= 1"),          # not a ZeroDivisionError
+    ("ifgsm", {"eps": None}, "eps", "unbounded"),
+    ("square", {"n_queries": 10, "p_init": 2.0}, "p_init", "0 < p_init <= 1"),
+    ("deepfool", {"candidates": 1}, "candidates", "candidates >= 2"),
+    ("fgm", {"norm": "linf"}, "norm", "not supported"),
+    ("spatial", {"max_rotation": 0, "max_translation": 0}, None, "needs max_rotation or max_translation"),
+    ("nope", {}, None, "unknown attack 'nope'"),
+])
+def test_validate_attack_names_the_offending_parameter(name, params, param, message):
+    with pytest.raises(AttackError, match=message) as info:
+        validate_attack(name, params)
+    assert info.value.param == param
+    assert "\n" not in str(info.value)
+    assert isinstance(info.value, VitrobustError)
+
+
+def test_validate_attack_accepts_what_make_attack_builds():
+    assert validate_attack("pgd", {"eps": 2 / 255, "steps": 5, "norm": "l2"}) is None
+    with pytest.raises(AttackError, match="parameters must be a mapping"):
+        validate_attack("pgd", [("eps", 0.1)])
 
 
 def test_threat_model_names_every_argument():
@@ -89,7 +118,8 @@ def test_gradient_attack_on_model_without_gradients_is_a_clear_error(vit_model, 
     data = digits_test.limit(8)
     with pytest.raises(AttackError, match=r"pgd needs gradients, but vit_fixture:nograd has none.*square"):
         make_attack("pgd")(model, data.images, data.labels)
-    with pytest.raises(AttackError, match="vit_fixture:nograd.*transfer:<surrogate>"):
+    hint = "vit_fixture:nograd has none.*'straight-through', 'transfer'.*'transfer:<model>'"
+    with pytest.raises(AttackError, match=hint):
         resolve_strategy(make_attack("pgd"), model, None, load_model=None)
 
 
@@ -118,20 +148,44 @@ def test_strategies(vit_model, cnn_model):
         resolve_strategy(pgd, nograd, "black-box", loader)
     with pytest.raises(AttackError, match="surrogate nograd has no gradients"):
         resolve_strategy(pgd, nograd, "transfer:nograd", loader)
-    with pytest.raises(AttackError, match="needs an ':int8' model"):
-        resolve_strategy(pgd, nograd, "straight-through", loader)
     # a spec attack with a strategy also serves FP32 targets: they are attacked white-box
     assert resolve_strategy(pgd, vit_model, "straight-through", loader) == (vit_model, "white-box")
-    with pytest.raises(AttackError, match="unknown strategy"):
+    assert resolve_strategy(pgd, vit_model, "transfer", loader) == (vit_model, "white-box")
+    with pytest.raises(AttackError, match="unknown strategy 'grey-box'"):
         resolve_strategy(pgd, vit_model, "grey-box", loader)
 
 
+@pytest.mark.parametrize("strategy", ["straight-through", "transfer"])
+def test_surrogate_strategies_need_a_declared_surrogate(strategy, vit_model):
+    nograd = no_grad_model(vit_model)
+    with pytest.raises(AttackError, match=f"strategy {strategy}: vit_fixture:nograd declares no gradient surrogate"):
+        resolve_strategy(make_attack("pgd"), nograd, strategy, load_model=None)
+
+
+def test_strategies_follow_the_declared_surrogate(vit_model, cnn_model):
+    declares = no_grad_model(vit_model, surrogate="cnn_fixture")
+    loaded = []
+    loader = lambda name: loaded.append(name) or {"cnn_fixture": cnn_model}[name]  # noqa: E731
+    pgd = make_attack("pgd")
+    assert resolve_strategy(pgd, declares, "transfer", loader) == (cnn_model, "transfer:cnn_fixture")
+    model, label = resolve_strategy(pgd, declares, "straight-through", loader)
+    assert label == "straight-through" and model.info.meta["gradient_from"] == "cnn_fixture"
+    assert loaded == ["cnn_fixture", "cnn_fixture"]
+    # a declared surrogate without gradients is refused, not attacked into a silent zero gradient
+    chained = no_grad_model(vit_model, surrogate="nograd")
+    with pytest.raises(AttackError, match="surrogate nograd has no gradients"):
+        resolve_strategy(pgd, chained, "straight-through", {"nograd": declares}.__getitem__)
+
+
 def test_straight_through_strategy(digits_test):
-    pytest.importorskip("vitrobust.compress.quantize")
     from vitrobust.zoo import load_model
     int8 = load_model("vit_fixture:int8", progress=False)
+    assert int8.info.surrogate == "vit_fixture"
     model, label = resolve_strategy(make_attack("pgd"), int8, "straight-through", load_model)
     assert label == "straight-through" and model.info.differentiable
+    assert model.info.meta["gradient_from"] == "vit_fixture"
     data = digits_test.limit(16)
     adv = make_attack("pgd", **FAST["pgd"])(model, data.images, data.labels)
     assert (adv - data.images).abs().max() <= 4 / 255 + 1e-5
+    surrogate, label = resolve_strategy(make_attack("pgd"), int8, "transfer", load_model)
+    assert surrogate is load_model("vit_fixture") and label == "transfer:vit_fixture"

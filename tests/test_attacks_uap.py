@@ -1,11 +1,9 @@
-"""Universal perturbations: fitted on one split, scored on a disjoint one, saved for the report."""
-import numpy as np
+"""Universal perturbations: fitted on one split, scored on a disjoint one."""
 import pytest
 import torch
 
 from vitrobust.attacks import AttackError, make_attack
 from vitrobust.attacks.projection import perturbation_norm
-from vitrobust.attacks.uap import save_perturbation
 from vitrobust.data import load_dataset
 
 
@@ -33,10 +31,3 @@ def test_overlapping_splits_are_refused(vit_model, digits_test, fit_split):
                                                torch.cat([digits_test.labels[:8], fit_split.labels[5:6]])))
     with pytest.raises(AttackError, match="disjoint"):
         attack.fit_eval(vit_model, digits_test, digits_test)
-
-
-def test_save_perturbation(tmp_path):
-    delta = (torch.rand(1, 3, 32, 32) * 2 - 1) * 8 / 255
-    npy, png = save_perturbation(delta, tmp_path / "uap" / "vit_uap_pgd")
-    assert np.allclose(np.load(npy), delta.numpy())
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
+from vitrobust import defaults
 from vitrobust.data import DataError, load_dataset, load_image_folder
+from vitrobust.errors import VitrobustError
 
 
 def test_digits_splits_are_fixed_disjoint_and_in_range():
@@ -33,8 +35,15 @@ def test_limit_takes_a_prefix(n):
 
 
 def test_unknown_split_is_one_line_error():
-    with pytest.raises(DataError, match="unknown split 'dev'"):
+    with pytest.raises(DataError, match="unknown split 'dev'") as info:
         load_dataset("digits", "dev")
+    assert isinstance(info.value, VitrobustError) and "\n" not in str(info.value)
+
+
+def test_defaults_are_the_runs_defaults():
+    data = load_dataset()
+    assert (defaults.DATA_SOURCE, defaults.SPLIT) == ("digits", "test")
+    assert data.name == "digits/test" and data.fingerprint == load_dataset("digits", "test").fingerprint
 
 
 def _write_folder(root, classes=("cat", "dog"), per_class=3):

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from vitrobust.compress.distill import TEACHERS, distilled_net, teacher_name
-from vitrobust.zoo import load_model
+from vitrobust.compress import CompressionError
+from vitrobust.compress.distill import DistillError, TEACHERS, distilled_net, teacher_name
+from vitrobust.zoo import ModelInfo, ModelWrapper, load_model
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def test_distilled_wrapper_returns_one_tensor(distilled, digits_test):
         distilled.net.set_distilled_training(True)
         distilled.train()
         try:
-            heads = distilled.net((x - distilled.mean) / distilled.std)
+            heads = distilled.net(distilled.normalize(x))
             merged = distilled(x)
         finally:
             distilled.net.set_distilled_training(False)
@@ -62,6 +63,16 @@ def test_distilled_starts_from_the_base(vit_model, digits_test):
 def test_teacher_lookup():
     assert TEACHERS["vit_fixture"] == "cnn_fixture"
     assert teacher_name(load_model("deit_tiny_patch16_224", progress=False)) == "cnn_small"
+    # a compressed base is looked up by its registered base name
+    assert teacher_name(ModelWrapper(torch.nn.Identity(), ModelInfo("vit_fixture:prune0.7"))) == "cnn_fixture"
+    recipe = {"teacher": "deit_small"}
+    assert teacher_name(ModelWrapper(torch.nn.Identity(), ModelInfo("vit_fixture", recipe=recipe))) == "deit_small"
+
+
+def test_non_vit_base_is_a_compression_error(cnn_model):
+    with pytest.raises(DistillError, match="cnn_fixture: a distillation token needs a class-token timm ViT") as info:
+        distilled_net(cnn_model)
+    assert isinstance(info.value, CompressionError)
 
 
 def test_full_size_distilled_builds_without_training():

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from vitrobust.compress.multiplex import count_params, layer_weights, multiplex
+from vitrobust.compress import CompressionError
+from vitrobust.compress.multiplex import MultiplexError, layer_weights, multiplex
+from vitrobust.metrics import param_count
 from vitrobust.zoo import CheckpointError, load_checkpoint, load_model
 
 
@@ -28,7 +30,7 @@ def test_pairs_of_layers_share_one_tensor(mini_model):
 
 
 def test_params_about_half_and_meta(mini_model, vit_model):
-    ratio = count_params(mini_model.net) / count_params(vit_model.net)
+    ratio = param_count(mini_model.net) / param_count(vit_model.net)
     assert 0.4 < ratio < 0.65, ratio
     assert mini_model.info.meta == {"compression": "mini", "sharing": "pairs of consecutive blocks",
                                     "shared_blocks": 2, "teacher": "vit_fixture"}
@@ -52,7 +54,13 @@ def test_unshared_multiplex_reproduces_the_base(vit_model, digits_test):
 def test_full_size_builds_with_random_weights():
     model = load_model("deit_tiny_patch16_224:mini", progress=False)
     assert len(model.net.blocks) == 6
-    assert count_params(model.net) < 0.6 * count_params(load_model("deit_tiny_patch16_224").net)
+    assert param_count(model.net) < 0.6 * param_count(load_model("deit_tiny_patch16_224").net)
+
+
+def test_non_vit_is_a_compression_error():
+    with pytest.raises(MultiplexError, match="not a timm VisionTransformer") as info:
+        multiplex(torch.nn.Linear(3, 3))
+    assert isinstance(info.value, CompressionError)
 
 
 def test_bad_checkpoints_are_clear_errors(mini_model, tmp_path):

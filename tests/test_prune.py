@@ -263,8 +263,7 @@ def test_trained_predictors_discriminate_between_tokens(pruned_fixture, vit_mode
         return torch.cat(scores).std(1).mean().item()
 
     untrained = ModelWrapper(dynamic_vit(vit_model.net, 0.5), copy.copy(vit_model.info),
-                             tuple(vit_model.mean.flatten().tolist()),
-                             tuple(vit_model.std.flatten().tolist())).eval()
+                             *vit_model.normalization).eval()
     before, after = score_spread(untrained), score_spread(pruned_fixture)
     assert before < 1e-4
     # the 2-epoch fixture's spread varied from 0.0017 to 0.02 between clean runs; untrained it is

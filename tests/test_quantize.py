@@ -1,11 +1,13 @@
 """``:int8``: agreement with FP32, batch invariance, size, and no silent gradients."""
+import hashlib
 import io
 import warnings
 
 import pytest
 import torch
 
-from vitrobust.compress.quantize import Int8GradientError, straight_through
+from vitrobust.attacks import straight_through
+from vitrobust.compress.quantize import Int8GradientError
 from vitrobust.zoo import load_model
 
 
@@ -34,6 +36,20 @@ def test_int8_really_quantized(int8_model, vit_model, digits_test):
     assert int8_model.info.differentiable is False
     assert int8_model.info.meta == {"compression": "int8", "bits": 8,
                                     "scheme": "dynamic per-tensor activations, per-tensor weights"}
+
+
+def test_int8_declares_its_parent_as_gradient_surrogate(vit_model):
+    assert load_model("vit_fixture:int8", progress=False).info.surrogate == "vit_fixture"
+    stacked = load_model("vit_fixture:prune0.7:int8", progress=False)
+    assert stacked.info.surrogate == "vit_fixture:prune0.7"
+    assert vit_model.info.surrogate is None
+    assert load_model("vit_fixture:prune0.7", progress=False).info.surrogate is None
+
+
+def test_int8_keeps_the_base_data_size_recipe_and_normalization(int8_model, vit_model):
+    for field in ("family", "data", "input_size", "num_classes", "recipe"):
+        assert getattr(int8_model.info, field) == getattr(vit_model.info, field), field
+    assert int8_model.normalization == vit_model.normalization
 
 
 def test_int8_logits_do_not_depend_on_batch_mates(int8_model, digits_test):
@@ -65,6 +81,10 @@ def test_backward_through_int8_raises(int8_model, digits_test):
 def test_straight_through_gives_int8_outputs_and_fp32_gradients(int8_model, vit_model, digits_test):
     st = straight_through(int8_model, vit_model)
     assert st.info.differentiable and st.info.meta["strategy"] == "straight-through"
+    assert st.info.name == "vit_fixture:int8@st" and st.info.meta["gradient_from"] == "vit_fixture"
+    # the hash adversarial sets made through it are cached under: both models' hashes, joined
+    joined = f"{int8_model.info.weight_hash}|{vit_model.info.weight_hash}".encode()
+    assert st.info.weight_hash == hashlib.sha256(joined).hexdigest()[:16]
     x = digits_test.images[:8]
     xr = x.clone().requires_grad_(True)
     out = st(xr)

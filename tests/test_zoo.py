@@ -1,8 +1,13 @@
+"""The zoo: registry, names along their chain, the wrapper, the weight cache, checkpoints."""
 import pytest
 import torch
 
-from vitrobust.zoo import CheckpointError, ModelInfo, ModelWrapper, list_models, load_checkpoint, load_model
+from vitrobust.errors import VitrobustError
+from vitrobust.names import ModelNameError
+from vitrobust.zoo import (CheckpointError, ModelInfo, ModelWrapper, UnknownModelError, list_models,
+                           load_checkpoint, load_model)
 from vitrobust.zoo import build, cache
+from vitrobust.zoo.variant import inherit_augment, variant_recipe, variant_wrapper
 
 
 def test_default_zoo_is_registered():
@@ -23,8 +28,32 @@ def test_default_sizes_keep_the_paper_ordering():
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(KeyError, match="unknown model 'deit_huge'"):
+    with pytest.raises(UnknownModelError, match="unknown model 'deit_huge'; known: .*deit_tiny") as info:
         load_model("deit_huge")
+    assert isinstance(info.value, VitrobustError) and str(info.value).startswith("unknown model")
+    with pytest.raises(UnknownModelError, match="unknown model 'deit_huge'"):
+        load_model("deit_huge:int8")
+    with pytest.raises(ModelNameError):
+        load_model("vit_fixture::int8")
+
+
+def test_suffixes_apply_along_the_chain(monkeypatch):
+    from vitrobust import compress
+
+    applied = []
+    real = compress.apply_compression
+
+    def spy(model, suffix, name, progress=True):
+        applied.append((model.name, suffix, name))
+        return real(model, suffix, name, progress)
+
+    monkeypatch.setattr(compress, "apply_compression", spy)
+    monkeypatch.setattr(build, "_LOADED", {})
+    model = load_model("vit_fixture:prune0.7:int8", progress=False)
+    assert applied == [("vit_fixture", "prune0.7", "vit_fixture:prune0.7"),
+                       ("vit_fixture:prune0.7", "int8", "vit_fixture:prune0.7:int8")]
+    assert model.name == "vit_fixture:prune0.7:int8" and type(model.name) is str
+    assert load_model("vit_fixture:prune0.7:int8") is model        # built once per process
 
 
 def test_wrapper_normalizes_and_averages_heads():
@@ -36,6 +65,31 @@ def test_wrapper_normalizes_and_averages_heads():
     out = wrapper(torch.ones(2, 3, 1, 1))
     assert out.shape == (2, 3)
     assert torch.allclose(out, torch.full((2, 3), 1.0))   # ((1 - 0.5) / 0.25 + 0) / 2
+
+
+def test_normalization_carries_over_to_derived_wrappers():
+    base = ModelWrapper(torch.nn.Identity(), ModelInfo("b", data="digits", input_size=8, num_classes=3,
+                                                       recipe={"augment": False, "variant_epochs": 2}),
+                        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert base.normalization == (tuple(base.mean.flatten().tolist()), tuple(base.std.flatten().tolist()))
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.equal(base.normalize(x), (x - base.mean) / base.std)
+    variant = variant_wrapper("b:v", base, torch.nn.Identity(), differentiable=False, meta={"k": 1})
+    assert torch.equal(variant.mean, base.mean) and torch.equal(variant.std, base.std)
+    assert (variant.info.data, variant.info.input_size, variant.info.num_classes) == ("digits", 8, 3)
+    assert variant.info.recipe == base.info.recipe and variant.info.recipe is not base.info.recipe
+    assert not variant.info.differentiable and variant.info.meta == {"k": 1}
+
+
+def test_variant_recipes_follow_the_base():
+    fixture = ModelWrapper(torch.nn.Identity(), ModelInfo("b", recipe={"augment": False, "variant_epochs": 2}))
+    plain = ModelWrapper(torch.nn.Identity(), ModelInfo("b", recipe={"epochs": 30}))
+    recipe = {"epochs": 8, "lr": 1e-3}
+    assert variant_recipe(fixture, recipe) == {"epochs": 2, "lr": 1e-3}
+    assert variant_recipe(plain, recipe) == recipe and variant_recipe(plain, recipe) is not recipe
+    assert inherit_augment(fixture, recipe) == {"epochs": 8, "lr": 1e-3, "augment": False}
+    assert inherit_augment(fixture, {**recipe, "augment": True})["augment"] is True   # the recipe's own wins
+    assert inherit_augment(plain, recipe) == recipe
 
 
 def test_trained_model_is_accurate_and_cached(vit_model, digits_test, monkeypatch):
@@ -53,6 +107,44 @@ def test_cache_key_changes_with_recipe_and_data():
     assert a != cache.cache_key("m", {"epochs": 2}, "data1")
     assert a != cache.cache_key("m", {"epochs": 1}, "data2")
     assert a == cache.cache_key("m", {"epochs": 1}, "data1")
+
+
+def test_saved_weights_round_trip_and_leave_no_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITROBUST_CACHE", str(tmp_path))
+    path = cache.save_weights("vit:int8", "k1", {"w": torch.arange(3.0)})
+    assert path == tmp_path / "models" / "vit__int8-k1.pt"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["vit__int8-k1.pt"]
+    assert torch.equal(cache.load_weights("vit:int8", "k1")["w"], torch.arange(3.0))
+    with pytest.raises(RuntimeError):       # a failed write leaves the old file and no temporary
+        cache.save_weights("vit:int8", "k1", {"w": _Unpicklable()})
+    assert sorted(p.name for p in path.parent.iterdir()) == ["vit__int8-k1.pt"]
+    assert torch.equal(cache.load_weights("vit:int8", "k1")["w"], torch.arange(3.0))
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle")
+
+
+def test_cache_key_material_is_pinned():
+    # Caches built by earlier versions must stay valid: the key is exactly this material.
+    import hashlib
+    import json
+
+    from vitrobust import __version__
+
+    material = {"name": "m:int8", "recipe": {"lr": 1e-3}, "data": "d1", "extra": {"base": "h"},
+                "vitrobust": __version__, "training_code": cache.TRAINING_CODE_VERSION,
+                "torch": torch.__version__.split("+")[0]}
+    expected = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert cache.cache_key("m:int8", {"lr": 1e-3}, "d1", base="h") == expected
+    assert cache.TRAINING_CODE_VERSION == 1
+
+
+def test_state_hash_is_pinned():
+    state = {"b.weight": torch.arange(6.0).view(2, 3), "a": torch.tensor([1, 2], dtype=torch.int8), "note": "x"}
+    assert cache.state_hash(state) == "b1ebd75f820123be"
+    assert cache.state_hash({**state, "a": torch.tensor([1, 3], dtype=torch.int8)}) != "b1ebd75f820123be"
 
 
 def test_corrupt_cache_file_is_a_miss(tmp_path, monkeypatch):

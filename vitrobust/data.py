@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULT_SOURCE = "digits"
+from .defaults import DATA_SOURCE, SPLIT
+from .errors import VitrobustError
+
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
@@ -27,7 +29,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".
 _DIGITS_VAL, _DIGITS_TEST, _DIGITS_SEED = 250, 450, 0
 
 
-class DataError(ValueError):
+class DataError(VitrobustError):
     """A data source cannot be read; the message is one line and names the path."""
 
 
@@ -64,7 +66,7 @@ class Dataset:
         return self.take(torch.arange(n))
 
 
-def load_dataset(source: str = DEFAULT_SOURCE, split: str = "test", limit: int | None = None,
+def load_dataset(source: str = DATA_SOURCE, split: str = SPLIT, limit: int | None = None,
                  image_size: int | None = None) -> Dataset:
     """Load ``split`` of ``source``: ``digits`` (embedded), ``synthetic``, or an ImageFolder path."""
     if split not in SPLITS:

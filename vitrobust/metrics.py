@@ -46,7 +46,7 @@ def accuracy(clean_correct: torch.Tensor) -> RateCount:
 
 
 def attack_success(clean_correct: torch.Tensor, adv_correct: torch.Tensor) -> RateCount:
-    """ASR as DESIGN.md defines it: fooled among the images the target got right clean."""
+    """ASR as the README defines it: fooled among the images the target got right clean."""
     fooled = clean_correct & ~adv_correct
     outcomes = torch.where(clean_correct, fooled.float(), torch.full_like(fooled, float("nan"), dtype=torch.float))
     return RateCount(int(fooled.sum()), int(clean_correct.sum()), outcomes)

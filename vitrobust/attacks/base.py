@@ -12,6 +12,8 @@ The class docstring names the paper, the norm and the arguments. :func:`describe
 
 Universal attacks (``universal = True``) are fitted on one split and applied to another; they
 implement :meth:`UniversalAttack.fit` and return the perturbation.
+
+The registry (names, building from spec parameters, validation) is :mod:`.registry`.
 """
 from __future__ import annotations
 
@@ -24,15 +26,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import VitrobustError
 from ..zoo.wrapper import ModelWrapper
 
 NORMS = ("linf", "l2", "l0", "spatial", "none")
 UNBOUNDED = "an unbounded minimization attack succeeds almost always and says nothing"
 
 
-class AttackError(ValueError):
-    """A bad attack request: unknown name or argument, or a gradient attack on a model without
-    gradients. The message is one line and names what to do instead."""
+class AttackError(VitrobustError):
+    """A bad attack request: unknown name, argument or value, or a gradient attack on a model
+    without gradients. The message is one line and names what to do instead.
+
+    ``param`` is the offending parameter key where one is identifiable (a spec loader points at
+    its line), else None.
+    """
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 def check_budget(name: str, eps) -> float:
@@ -40,9 +51,10 @@ def check_budget(name: str, eps) -> float:
     try:
         value = float(eps)
     except (TypeError, ValueError):
-        raise AttackError(f"{name}: eps must be a finite positive number ({UNBOUNDED}), got {eps!r}") from None
+        raise AttackError(f"{name}: eps must be a finite positive number ({UNBOUNDED}), got {eps!r}",
+                          "eps") from None
     if not (math.isfinite(value) and value > 0):
-        raise AttackError(f"{name}: eps must be a finite positive number ({UNBOUNDED}), got {eps!r}")
+        raise AttackError(f"{name}: eps must be a finite positive number ({UNBOUNDED}), got {eps!r}", "eps")
     return value
 
 
@@ -57,11 +69,12 @@ class Attack:
     def __init__(self, eps: float = 8 / 255, norm: str = "linf", seed: int = 0,
                  batch_size: int = 256):
         if norm not in self.norms:
-            raise AttackError(f"{self.name}: norm {norm!r} not supported; use one of {', '.join(self.norms)}")
+            raise AttackError(f"{self.name}: norm {norm!r} not supported; use one of {', '.join(self.norms)}",
+                              "norm")
         self.eps = check_budget(self.name, eps)
         self.norm, self.seed, self.batch_size = norm, int(seed), int(batch_size)
         if self.batch_size < 1:
-            raise AttackError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
+            raise AttackError(f"{self.name}: batch_size must be >= 1, got {batch_size}", "batch_size")
 
     # -- the threat model, as the report and the adversarial cache see it -----------------------
     def threat_model(self) -> dict:
@@ -149,7 +162,10 @@ def image_hashes(images: torch.Tensor) -> list[str]:
 
 
 def check_applicable(attack: Attack, model: ModelWrapper) -> None:
+    """AttackError unless ``model`` can take ``attack`` directly (gradients where it needs them)."""
     if attack.needs_grad and not model.info.differentiable:
+        from .registry import black_box_attacks   # the registry imports this module
+
         raise AttackError(
             f"{attack.name} needs gradients, but {model.name} has none (quantized); attack it with "
             f"a black-box attack ({', '.join(black_box_attacks()) or 'none registered'}), by "
@@ -205,74 +221,3 @@ def init_defaults(cls: type) -> dict:
         if p.name not in defaults and p.default is not inspect.Parameter.empty:
             defaults[p.name] = p.default
     return {k: defaults[k] for k in sorted(defaults)}
-
-
-# -- the registry -------------------------------------------------------------------------------
-_ATTACKS: dict[str, type[Attack]] = {}
-
-
-def register_attack(cls: type[Attack]) -> type[Attack]:
-    """Class decorator: register ``cls`` under ``cls.name``."""
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} has no name")
-    _ATTACKS[cls.name] = cls
-    return cls
-
-
-def attack_class(name: str) -> type[Attack]:
-    _ensure_loaded()
-    try:
-        return _ATTACKS[name]
-    except KeyError:
-        raise AttackError(f"unknown attack {name!r}; known: {', '.join(sorted(_ATTACKS))}") from None
-
-
-def make_attack(name: str, **params) -> Attack:
-    """Build attack ``name`` from spec parameters; unknown parameters are a clear error."""
-    cls = attack_class(name)
-    accepted = init_parameters(cls)
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise AttackError(f"{name}: unknown parameter {unknown[0]!r}; accepted: {', '.join(sorted(accepted))}")
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise AttackError(f"{name}: {exc}") from None
-
-
-def list_attacks() -> list[str]:
-    _ensure_loaded()
-    return sorted(_ATTACKS)
-
-
-def black_box_attacks() -> list[str]:
-    _ensure_loaded()
-    return sorted(n for n, c in _ATTACKS.items() if not c.needs_grad)
-
-
-def describe(name: str | None = None) -> list[dict]:
-    """What ``vitrobust attacks list`` shows: one dict per attack (or only ``name``).
-
-    Keys: name, needs_grad, universal, norms, defaults (every constructor argument), about (the
-    docstring's first line, which names the paper).
-    """
-    names = [name] if name else list_attacks()
-    rows = []
-    for n in names:
-        cls = attack_class(n)
-        doc = (cls.__doc__ or "").strip().splitlines()
-        rows.append({"name": n, "needs_grad": cls.needs_grad, "universal": cls.universal,
-                     "norms": list(cls.norms), "defaults": init_defaults(cls),
-                     "about": doc[0] if doc else ""})
-    return rows
-
-
-def _ensure_loaded() -> None:
-    # importing a module runs its @register_attack decorators
-    import importlib
-
-    for module in _MODULES:
-        importlib.import_module(f"{__package__}.{module}")
-
-
-_MODULES = ("fgsm", "pgd", "iterative", "deepfool", "uap", "square", "blackbox")

@@ -23,8 +23,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .base import Attack, AttackError, check_applicable, register_attack
+from .base import Attack, AttackError, check_applicable
 from .projection import project
+from .registry import register_attack
 
 
 @contextmanager

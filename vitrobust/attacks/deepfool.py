@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 
 from .active import ActiveBatch
-from .base import Attack, AttackError, register_attack
+from .base import Attack, AttackError
 from .projection import project
+from .registry import register_attack
 
 
 def candidate_gradients(model, x: torch.Tensor, labels: torch.Tensor, candidates: torch.Tensor):

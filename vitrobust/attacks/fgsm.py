@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack, input_gradient, register_attack
+from .base import Attack, input_gradient
 from .projection import normalized_step
+from .registry import register_attack
 
 
 @register_attack

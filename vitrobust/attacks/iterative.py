@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import torch
 
-from .base import register_attack
-from .pgd import PGD, iterate
+from .base import check_budget
+from .pgd import PGD, check_steps, iterate
 from .projection import normalized_step
+from .registry import register_attack
+
+
+def default_step_size(name: str, eps, steps, step_size):
+    """``step_size``, or ``eps / steps`` so the last step can just reach the ball's edge (eps and
+    steps are checked first, so a bad one is named rather than failing in the division)."""
+    if step_size is not None:
+        return step_size
+    steps, _ = check_steps(name, steps, None)
+    return check_budget(name, eps) / steps
 
 
 @register_attack
@@ -27,7 +37,7 @@ class IFGSM(PGD):
                  step_size: float | None = None, early_stop: bool = True, seed: int = 0,
                  batch_size: int = 256):
         super().__init__(eps=eps, norm=norm, steps=steps,
-                         step_size=step_size if step_size is not None else eps / int(steps),
+                         step_size=default_step_size(self.name, eps, steps, step_size),
                          random_start=False, early_stop=early_stop, seed=seed, batch_size=batch_size)
 
 
@@ -46,7 +56,7 @@ class MIFGSM(PGD):
                  step_size: float | None = None, decay: float = 1.0, early_stop: bool = True,
                  seed: int = 0, batch_size: int = 256):
         super().__init__(eps=eps, norm=norm, steps=steps,
-                         step_size=step_size if step_size is not None else eps / int(steps),
+                         step_size=default_step_size(self.name, eps, steps, step_size),
                          random_start=False, early_stop=early_stop, seed=seed, batch_size=batch_size)
         self.decay = float(decay)
 

@@ -11,8 +11,9 @@ from typing import Callable
 import torch
 
 from .active import ActiveBatch
-from .base import Attack, AttackError, input_gradient, register_attack
+from .base import Attack, AttackError, input_gradient
 from .projection import normalized_step, project, random_start
+from .registry import register_attack
 
 # update(delta, grad, state) -> new delta (state: per-image tensors, already restricted to the active batch)
 Update = Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor]
@@ -43,12 +44,13 @@ def iterate(model, images: torch.Tensor, labels: torch.Tensor, delta: torch.Tens
     return batch.finish(batch.images + batch.state["delta"])
 
 
-def _check_steps(name: str, steps, step_size) -> tuple[int, float | None]:
+def check_steps(name: str, steps, step_size) -> tuple[int, float | None]:
+    """``(steps, step_size)`` as int and float (or None), or AttackError naming the bad one."""
     steps = int(steps)
     if steps < 1:
-        raise AttackError(f"{name}: steps must be >= 1, got {steps}")
+        raise AttackError(f"{name}: steps must be >= 1, got {steps}", "steps")
     if step_size is not None and not float(step_size) > 0:
-        raise AttackError(f"{name}: step_size must be > 0, got {step_size}")
+        raise AttackError(f"{name}: step_size must be > 0, got {step_size}", "step_size")
     return steps, (float(step_size) if step_size is not None else None)
 
 
@@ -69,7 +71,7 @@ class PGD(Attack):
                  step_size: float | None = None, random_start: bool = True,
                  early_stop: bool = True, seed: int = 0, batch_size: int = 256):
         super().__init__(eps=eps, norm=norm, seed=seed, batch_size=batch_size)
-        self.steps, step_size = _check_steps(self.name, steps, step_size)
+        self.steps, step_size = check_steps(self.name, steps, step_size)
         self.step_size = step_size if step_size is not None else 2.5 * self.eps / self.steps
         self.random_start = bool(random_start)
         self.early_stop = bool(early_stop)

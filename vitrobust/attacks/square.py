@@ -14,7 +14,8 @@ import math
 import torch
 
 from .active import ActiveBatch
-from .base import Attack, AttackError, register_attack
+from .base import Attack, AttackError
+from .registry import register_attack
 
 
 def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -10,19 +10,15 @@ Two fitters share :class:`~.base.UniversalAttack` (``fit`` -> delta, ``apply``, 
 - ``uap_pgd``: the projected-gradient / SGD variant (Shafahi, Najibi, Xu, Dickerson, Davis,
   Goldstein, "Universal Adversarial Training", AAAI 2020): one delta updated by mini-batch
   gradient ascent on the summed cross-entropy and projected onto the eps ball.
-
-:func:`save_perturbation` writes a fitted delta as .npy and as an amplified PNG.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 
-from .base import AttackError, UniversalAttack, input_gradient, register_attack
+from .base import AttackError, UniversalAttack, input_gradient
 from .deepfool import deepfool
 from .projection import normalized_step, project
+from .registry import register_attack
 
 
 @register_attack
@@ -104,32 +100,3 @@ class UAPDeepFool(UniversalAttack):
             if self._fooling_rate(model, images, labels, delta) >= self.target_rate:
                 break
         return delta
-
-
-def save_perturbation(delta: torch.Tensor, path: str | Path, *, title: str | None = None) -> tuple[Path, Path]:
-    """Write ``delta`` (1, C, H, W) to ``<path>.npy`` and an amplified ``<path>.png``.
-
-    The PNG maps [-max|delta|, +max|delta|] to [0, 1] (mid-grey = no change), so even an
-    8/255 perturbation is visible; the title states the amplification.
-    """
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = delta.detach().cpu().float().numpy()
-    npy, png = path.with_suffix(".npy"), path.with_suffix(".png")
-    np.save(npy, array)
-    image = array.reshape(-1, *array.shape[-2:]) if array.ndim >= 3 else array
-    scale = float(np.abs(image).max()) or 1.0
-    shown = (image / (2 * scale) + 0.5).clip(0, 1)
-    shown = shown.transpose(1, 2, 0) if shown.shape[0] in (1, 3) else shown[0]
-    fig, ax = plt.subplots(figsize=(3, 3.3))
-    ax.imshow(shown.squeeze(), cmap="gray" if shown.ndim == 2 or shown.shape[-1] == 1 else None,
-              interpolation="nearest")
-    ax.set_axis_off()
-    ax.set_title(title or f"UAP, amplified x{0.5 / scale:.1f} (max |delta| = {scale:.4f})", fontsize=7)
-    fig.savefig(png, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return npy, png

@@ -3,7 +3,15 @@
 Each compression lives in its own module and registers an ``apply`` function with
 ``@register_compression``. ``apply(base, name=..., progress=..., **params)`` receives the built
 base :class:`ModelWrapper` and returns a new wrapper for the compressed variant (trained from
-the base and cached through :func:`vitrobust.zoo.build.trained_variant` where training is needed).
+the base and cached through :func:`vitrobust.zoo.variant.trained_variant` where training is
+needed).
+
+A registration also says what the rest of the suite needs to know without a list kept
+elsewhere: an ``example`` suffix (the registry's tests build ``vit_fixture:<example>`` for every
+registered compression) and, for a compression without usable gradients, its gradient
+``surrogate`` (``"parent"``: the model it was applied to), which becomes the variant's
+``ModelInfo.surrogate`` and is what the ``straight-through`` and bare ``transfer`` attack
+strategies use.
 """
 from __future__ import annotations
 
@@ -11,14 +19,17 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from ..errors import VitrobustError
+from ..names import ModelName
 from ..zoo.wrapper import ModelWrapper
 
 # The variants every default-zoo size gets (see `vitrobust zoo list`).
 DEFAULT_VARIANTS = ("int8", "prune0.7", "prune0.6", "prune0.5", "mini", "distilled", "bornagain")
+SURROGATES = (None, "parent")
 
 
-class CompressionError(ValueError):
-    """An unknown or malformed suffix; the message is one line and lists the known ones."""
+class CompressionError(VitrobustError):
+    """An unknown or malformed suffix, or a base a compression cannot apply to; one line."""
 
 
 @dataclass(frozen=True)
@@ -27,21 +38,33 @@ class Compression:
     pattern: re.Pattern
     apply: Callable[..., ModelWrapper]
     about: str
+    example: str                 # a suffix this compression accepts, e.g. "prune0.7"
+    surrogate: str | None = None  # "parent": gradients come from the model it was applied to
 
 
 _COMPRESSIONS: dict[str, Compression] = {}
 
 
-def register_compression(prefix: str, pattern: str | None = None, about: str = ""):
+def register_compression(prefix: str, pattern: str | None = None, about: str = "", *,
+                         example: str | None = None, surrogate: str | None = None):
     """Register ``apply`` for suffixes matching ``pattern`` (default: exactly ``prefix``).
 
     Named groups of the pattern become keyword arguments of ``apply`` (as floats when numeric).
+    ``example`` (default ``prefix``) must match the pattern; ``surrogate`` is None or
+    ``"parent"`` (see the module docstring). Both are checked here, at import, so a bad
+    registration fails where it is written.
     """
+    regex = re.compile(pattern or re.escape(prefix))
+    example = example if example is not None else prefix
+    if not regex.fullmatch(example):
+        raise TypeError(f"register_compression({prefix!r}): example {example!r} does not match {regex.pattern!r}")
+    if surrogate not in SURROGATES:
+        raise TypeError(f"register_compression({prefix!r}): surrogate must be one of {SURROGATES}, got {surrogate!r}")
 
     def wrap(apply):
-        regex = re.compile(pattern or re.escape(prefix))
         doc = (apply.__doc__ or "").strip().splitlines()
-        _COMPRESSIONS[prefix] = Compression(prefix, regex, apply, about or (doc[0] if doc else ""))
+        _COMPRESSIONS[prefix] = Compression(prefix, regex, apply, about or (doc[0] if doc else ""),
+                                            example, surrogate)
         return apply
 
     return wrap
@@ -58,8 +81,12 @@ def parse_suffix(suffix: str) -> tuple[Compression, dict]:
 
 
 def apply_compression(model: ModelWrapper, suffix: str, name: str, progress: bool = True) -> ModelWrapper:
+    """The variant ``name`` (``model``'s name plus ``suffix``), with its declared surrogate."""
     comp, params = parse_suffix(suffix)
-    return comp.apply(model, name=name, progress=progress, **params)
+    variant = comp.apply(model, name=name, progress=progress, **params)
+    if comp.surrogate == "parent":
+        variant.info.surrogate = str(ModelName(name).parent)
+    return variant
 
 
 def list_compressions() -> list[Compression]:

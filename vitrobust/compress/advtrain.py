@@ -1,4 +1,9 @@
-"""``:advtrain`` — PGD adversarial fine-tuning of the base (a robustness reference, not a compression).
+"""``:advtrain`` — PGD adversarial fine-tuning of the base: a defense variant.
+
+It makes the model neither smaller nor faster. It is registered through the compression registry
+because that registry is how a suffix becomes a built, trained and cached variant of any base
+(``deit_tiny:advtrain``), and it is the reference the specs compare the compressions against: a
+model that was made more robust on purpose.
 
 Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards Deep Learning Models Resistant to Adversarial
 Attacks", ICLR 2018: ``min_theta E max_{||delta||_inf <= eps} CE(f(x + delta), y)``. The inner
@@ -18,9 +23,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..zoo.build import trained_variant, variant_recipe
-from .distill import inherit_augment
 from ..zoo.train import fit
+from ..zoo.variant import inherit_augment, trained_variant, variant_recipe
 from ..zoo.wrapper import ModelWrapper
 from . import register_compression
 

@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..zoo.build import split_name, trained_variant, variant_recipe
+from ..names import ModelName
 from ..zoo.train import fit
+from ..zoo.variant import inherit_augment, trained_variant, variant_recipe
 from ..zoo.wrapper import ModelWrapper
-from . import register_compression
+from . import CompressionError, register_compression
 
 DISTILLED_RECIPE = {"epochs": 6, "lr": 5e-4, "batch_size": 64, "weight_decay": 0.05,
                     "warmup_epochs": 0.5, "seed": 0, "distillation": "hard"}
@@ -48,7 +49,7 @@ TEACHERS = {"vit_fixture": "cnn_fixture", "vit_fixture_wide": "cnn_fixture"}
 DEFAULT_TEACHER = "cnn_small"
 
 
-class DistillError(ValueError):
+class DistillError(CompressionError):
     """The base cannot be given a distillation token (not a class-token timm ViT)."""
 
 
@@ -59,19 +60,9 @@ def soft_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
                     reduction="batchmean", log_target=True) * t * t
 
 
-def inherit_augment(base: ModelWrapper, recipe: dict) -> dict:
-    """``recipe`` with the base's ``augment`` setting when the base states one.
-
-    A base trained without augmentation (the test fixtures) loses accuracy fast when fine-tuned
-    on shifted images (vit_fixture: 0.81 -> 0.58 in two epochs of adversarial training).
-    """
-    if "augment" in base.info.recipe and "augment" not in recipe:
-        return {**recipe, "augment": base.info.recipe["augment"]}
-    return dict(recipe)
-
-
 def teacher_name(base: ModelWrapper) -> str:
-    root, _ = split_name(base.name)
+    """The base's recipe's ``teacher``, else :data:`TEACHERS` by its registered base name."""
+    root = ModelName(base.name).base
     return base.info.recipe.get("teacher") or TEACHERS.get(root) or DEFAULT_TEACHER
 
 
@@ -85,8 +76,7 @@ def distilled_net(base: ModelWrapper) -> nn.Module:
             or getattr(src, "global_pool", "token") != "token":
         raise DistillError(f"{base.name}: a distillation token needs a class-token timm ViT, "
                            f"got {type(src).__name__}")
-    root, _ = split_name(base.name)
-    match = re.fullmatch(r"deit_(tiny|small|base)_patch16_224", root)
+    match = re.fullmatch(r"deit_(tiny|small|base)_patch16_224", ModelName(base.name).base)
     if match:
         import timm
         net = timm.create_model(f"deit_{match[1]}_distilled_patch16_224", pretrained=False,
@@ -124,7 +114,7 @@ def hard_distillation_loss(teacher: ModelWrapper):
         with torch.no_grad():
             target = teacher(images).argmax(1)
         # Call the net directly: the wrapper would average the two heads.
-        cls_logits, dist_logits = model.net((images - model.mean) / model.std)
+        cls_logits, dist_logits = model.net(model.normalize(images))
         return 0.5 * F.cross_entropy(cls_logits, labels) + 0.5 * F.cross_entropy(dist_logits, target)
 
     return loss_fn

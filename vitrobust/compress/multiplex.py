@@ -41,11 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..zoo.build import trained_variant, variant_recipe
-from .distill import inherit_augment
 from ..zoo.train import fit
+from ..zoo.variant import inherit_augment, trained_variant, variant_recipe
 from ..zoo.wrapper import ModelWrapper
-from . import register_compression
+from . import CompressionError, register_compression
 
 # attn_weight / hidden_weight are off by default: on deit_tiny (8 epochs) adding both at weight 1
 # gave 0.882 test accuracy vs 0.900 with logits only (dense 0.922), i.e. no gain for the extra cost.
@@ -54,7 +53,7 @@ MINI_RECIPE = {"epochs": 8, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.05, 
                "repeats": 2}
 
 
-class MultiplexError(ValueError):
+class MultiplexError(CompressionError):
     """The base cannot be weight-multiplexed (not a timm ViT, or blocks this module cannot share)."""
 
 
@@ -214,11 +213,6 @@ def distillation_loss(teacher: ModelWrapper, recipe: dict):
         return loss
 
     return loss_fn
-
-
-def count_params(net: nn.Module) -> int:
-    """Distinct parameters (a shared tensor counts once)."""
-    return sum(p.numel() for p in net.parameters())
 
 
 @register_compression("mini", about="MiniViT weight multiplexing (pairs of blocks) + distillation from the base")

@@ -32,8 +32,8 @@ from torch import nn
 from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 
-from ..zoo.build import trained_variant, variant_recipe
 from ..zoo.train import fit
+from ..zoo.variant import trained_variant, variant_recipe
 from ..zoo.wrapper import ModelWrapper
 from . import CompressionError, register_compression
 
@@ -266,7 +266,7 @@ def pruning_loss(teacher: ModelWrapper, recipe: dict, label_smoothing: float = 0
         features = out["features"]
         ratio = sum(((d.mean(1) - r) ** 2).mean() for d, r in zip(out["decisions"], net.token_ratios))
         with torch.no_grad():
-            t_feat = teacher.net.forward_features((images - teacher.mean) / teacher.std)
+            t_feat = teacher.net.forward_features(teacher.normalize(images))
             t_logits = teacher.net.forward_head(t_feat)
         kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(t_logits, -1),
                       reduction="batchmean", log_target=True)
@@ -308,7 +308,8 @@ def train_pruned(teacher: ModelWrapper, recipe: dict, name: str, progress: bool)
 
 
 @register_compression("prune", r"prune(?P<keep_rate>0?\.\d+|1(?:\.0*)?)",
-                      about="DynamicViT token pruning keeping rho, rho^2, rho^3 of the tokens")
+                      about="DynamicViT token pruning keeping rho, rho^2, rho^3 of the tokens",
+                      example="prune0.7")
 def apply(base: ModelWrapper, *, name: str, progress: bool = True, keep_rate: float) -> ModelWrapper:
     """DynamicViT token pruning at keep-rate ``keep_rate``, distilled from the dense ``base``."""
     if not base.info.differentiable:

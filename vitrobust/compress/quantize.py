@@ -6,24 +6,25 @@ scale chosen per call (dynamic, per-tensor). Convolutions (the patch embedding),
 position embeddings and the attention products stay FP32. No training; quantization is
 deterministic and takes well under a second, so nothing is cached.
 
-How INT8 models are scored (a deliberate choice, see DESIGN.md): dynamic quantization picks the
-activation scale over the *whole tensor of one call*, so an image's logits depend on the other
-images of its batch (measured: up to 0.24 logits for INT8 vs 4e-6 for FP32, and a noise attack's
-ASR moved from 0.47 batched to 1.00 one image per call). :class:`BatchInvariant` therefore runs
-each image as its own call inside the net's forward. Every image is then scored as a deployed
-single-image request would be, whatever batch size an attack or the engine chooses. It costs
-one call per image (cheap for the default zoo; about N times the per-call overhead in general).
+How INT8 models are scored (a deliberate choice, see the README's compression table): dynamic
+quantization picks the activation scale over the *whole tensor of one call*, so an image's
+logits depend on the other images of its batch (measured: up to 0.24 logits for INT8 vs 4e-6
+for FP32, and a noise attack's ASR moved from 0.47 batched to 1.00 one image per call).
+:class:`BatchInvariant` therefore runs each image as its own call inside the net's forward.
+Every image is then scored as a deployed single-image request would be, whatever batch size an
+attack or the engine chooses. It costs one call per image (cheap for the default zoo; about N
+times the per-call overhead in general).
 
 Gradients: quantized linears have none (torch only warns and returns nothing). The wrapper says
 ``differentiable=False`` so gradient attacks are refused up front, and a backward through the
-INT8 net raises :class:`Int8GradientError` instead of silently producing zero / None.
-:func:`straight_through` builds a differentiable stand-in for the attacks (INT8 forward, FP32
-backward).
+INT8 net raises :class:`Int8GradientError` instead of silently producing zero / None. The
+registration declares the FP32 parent as the gradient surrogate, so the attack strategies
+``straight-through`` (INT8 forward, FP32 backward: :mod:`vitrobust.attacks.straight_through`)
+and ``transfer`` know which model to take gradients from.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 import warnings
 
@@ -31,7 +32,8 @@ import torch
 from torch import nn
 
 from ..zoo import cache
-from ..zoo.wrapper import ModelInfo, ModelWrapper
+from ..zoo.variant import variant_wrapper
+from ..zoo.wrapper import ModelWrapper
 from . import register_compression
 
 META = {"compression": "int8", "bits": 8,
@@ -53,7 +55,7 @@ class _NoBackward(torch.autograd.Function):
     def backward(ctx, grad):
         raise Int8GradientError(
             "INT8 (dynamically quantized) models have no gradients; attack them with a black-box "
-            "attack, by transfer from a surrogate, or via vitrobust.compress.quantize.straight_through")
+            "attack, or with strategy 'straight-through' or 'transfer' (gradients of the FP32 parent)")
 
 
 class BatchInvariant(nn.Module):
@@ -96,53 +98,13 @@ def int8_state_hash(state: dict) -> str:
     return cache.state_hash(flat)
 
 
-@register_compression("int8", about="dynamic INT8 quantization of every nn.Linear (batch-invariant scoring)")
+@register_compression("int8", about="dynamic INT8 quantization of every nn.Linear (batch-invariant scoring)",
+                      surrogate="parent")
 def apply(base: ModelWrapper, *, name: str, progress: bool = True) -> ModelWrapper:
     """Dynamic INT8 quantization (torch.ao quantize_dynamic) of ``base``'s linears."""
     start = time.perf_counter()
     net = BatchInvariant(quantize_net(base.net))
-    info = ModelInfo(name, family=base.info.family, differentiable=False, data=base.info.data,
-                     input_size=base.info.input_size, num_classes=base.info.num_classes,
-                     meta=dict(META), recipe=dict(base.info.recipe))
-    model = ModelWrapper(net, info, tuple(base.mean.flatten().tolist()),
-                         tuple(base.std.flatten().tolist())).eval()
-    info.weight_hash = int8_state_hash(model.net.state_dict())
-    info.build_seconds = time.perf_counter() - start
+    model = variant_wrapper(name, base, net, differentiable=False, meta=META).eval()
+    model.info.weight_hash = int8_state_hash(model.net.state_dict())
+    model.info.build_seconds = time.perf_counter() - start
     return model
-
-
-class StraightThrough(nn.Module):
-    """Forward: the INT8 logits. Backward: the FP32 model's gradient (straight-through).
-
-    ``out = fp32(x) + (int8(x) - fp32(x)).detach()``; both models take pixels (they are
-    :class:`ModelWrapper` s and own their normalization).
-    """
-
-    def __init__(self, int8_model: ModelWrapper, fp32_model: ModelWrapper):
-        super().__init__()
-        self.int8_model, self.fp32_model = int8_model, fp32_model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        dense = self.fp32_model(images)
-        with torch.no_grad():
-            quantized = self.int8_model(images)
-        return dense + (quantized - dense).detach()
-
-
-def straight_through(int8_model: ModelWrapper, fp32_model: ModelWrapper) -> ModelWrapper:
-    """A differentiable :class:`ModelWrapper` with INT8 outputs and FP32 gradients.
-
-    Gradient attacks run on it score the INT8 model with the FP32 model's gradient (the
-    straight-through estimator, Bengio et al. 2013). Normalization lives in the inner wrappers,
-    so the outer wrapper's is the identity.
-    """
-    src = int8_model.info
-    info = ModelInfo(f"{src.name}@st", family=src.family, differentiable=True, data=src.data,
-                     input_size=src.input_size, num_classes=src.num_classes,
-                     meta={**src.meta, "strategy": "straight-through", "gradient_from": fp32_model.name},
-                     recipe=dict(src.recipe), weight_hash=_combined_hash(src.weight_hash, fp32_model.info.weight_hash))
-    return ModelWrapper(StraightThrough(int8_model, fp32_model), info, (0.0,) * 3, (1.0,) * 3).eval()
-
-
-def _combined_hash(*hashes: str) -> str:
-    return hashlib.sha256("|".join(hashes).encode()).hexdigest()[:16]

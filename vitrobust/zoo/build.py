@@ -1,8 +1,10 @@
 """Resolve a model name to a ready :class:`ModelWrapper`: build, train on first use, cache.
 
 Names are a registered base plus optional compression suffixes: ``deit_small``,
-``deit_small:int8``, ``deit_small_patch16_224:prune0.5``. Suffixes are handled by
-``vitrobust.compress``; this module only knows base models.
+``deit_small:int8``, ``deit_small_patch16_224:prune0.5`` (parsed by
+:class:`vitrobust.names.ModelName`). Suffixes are handled by ``vitrobust.compress``, one step of
+``ModelName.chain()`` at a time; this module only builds base models and reads checkpoints.
+Compressed variants are built with :mod:`.variant`.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 import torch
 
 from ..data import load_dataset
+from ..errors import VitrobustError
+from ..names import ModelName
 from . import cache
 from .registry import ModelEntry, model_entry
 from .train import fit
@@ -21,25 +25,23 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _LOADED: dict[tuple, ModelWrapper] = {}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VitrobustError):
     """A checkpoint file does not fit the architecture; the message names file and keys."""
 
 
-def split_name(name: str) -> tuple[str, list[str]]:
-    base, *suffixes = name.split(":")
-    return base, suffixes
-
-
 def load_model(name: str, *, checkpoint: str | None = None, progress: bool = True) -> ModelWrapper:
-    """The model called ``name``, built (and trained or loaded from cache) once per process."""
-    key = (name, checkpoint)
+    """The model called ``name``, built (and trained or loaded from cache) once per process.
+
+    ``checkpoint`` holds weights for the base; each suffix along ``ModelName(name).chain()`` is
+    then applied to the model before it (``a:prune0.7:int8`` quantizes ``a:prune0.7``).
+    """
+    name = ModelName(name)
+    key = (str(name), checkpoint)
     if key not in _LOADED:
-        base, suffixes = split_name(name)
-        model = _load_base(model_entry(base), checkpoint, progress)
-        for i, suffix in enumerate(suffixes):
+        model = _load_base(model_entry(name.base), checkpoint, progress)
+        for step in name.chain()[1:]:
             from ..compress import apply_compression  # compress builds on the zoo, not vice versa
-            model = apply_compression(model, suffix, ":".join([base, *suffixes[: i + 1]]),
-                                      progress=progress)
+            model = apply_compression(model, step.last_suffix, str(step), progress=progress)
         _LOADED[key] = model
     return _LOADED[key]
 
@@ -106,39 +108,3 @@ def load_checkpoint(net: torch.nn.Module, path: str | Path) -> None:
             parts.append(f"missing keys {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
         raise CheckpointError(f"{path}: does not fit {type(net).__name__}: " + "; ".join(parts))
     net.load_state_dict(state)
-
-
-def variant_recipe(base: ModelWrapper, recipe: dict) -> dict:
-    """``recipe`` with its epochs capped by the base's ``variant_epochs`` (small test fixtures)."""
-    cap = base.info.recipe.get("variant_epochs")
-    return {**recipe, "epochs": min(recipe.get("epochs", 1), cap)} if cap else dict(recipe)
-
-
-def trained_variant(name: str, base: ModelWrapper, net: torch.nn.Module, recipe: dict,
-                    train, *, family: str | None = None, meta: dict | None = None,
-                    differentiable: bool = True, progress: bool = True) -> ModelWrapper:
-    """Wrap ``net`` as the variant ``name`` of ``base``; train it once and cache the weights.
-
-    ``train(model, train_split)`` trains in place (usually via :func:`fit` with a custom loss).
-    The cache key holds the recipe, the training data and the base's weight hash, so a retrained
-    base retrains its variants. Bases with random weights (full-size timm names) are not trained.
-    """
-    start = time.perf_counter()
-    info = ModelInfo(name, family=family or base.info.family, differentiable=differentiable,
-                     data=base.info.data, input_size=base.info.input_size,
-                     num_classes=base.info.num_classes, meta=dict(meta or {}),
-                     recipe=dict(base.info.recipe))
-    model = ModelWrapper(net, info, tuple(base.mean.flatten().tolist()), tuple(base.std.flatten().tolist()))
-    if base.info.data is not None:
-        train_split = load_dataset(base.info.data, "train")
-        key = cache.cache_key(name, recipe, train_split.fingerprint, base=base.info.weight_hash)
-        state = cache.load_weights(name, key)
-        if state is not None:
-            model.net.load_state_dict(state)
-        else:
-            train(model, train_split)
-            cache.save_weights(name, key, model.net.state_dict())
-    model.eval()
-    info.weight_hash = cache.state_hash(model.net.state_dict())
-    info.build_seconds = time.perf_counter() - start
-    return model

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..fileio import atomic_write
 
 # Bump when a change to training code should invalidate every cached model.
 TRAINING_CODE_VERSION = 1
@@ -44,13 +45,9 @@ def load_weights(name: str, key: str) -> dict | None:
 
 
 def save_weights(name: str, key: str, payload: dict) -> Path:
-    """Write atomically: a crash mid-write never leaves a half file under the final name."""
-    path = _path(name, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    """Write atomically: a crash mid-write never leaves a half file under the final name, and
+    two processes training the same model never share a temporary file."""
+    return atomic_write(_path(name, key), lambda tmp: torch.save(payload, tmp))
 
 
 def state_hash(state_dict: dict) -> str:

@@ -7,6 +7,12 @@ from typing import Callable
 
 from torch import nn
 
+from ..errors import VitrobustError
+
+
+class UnknownModelError(VitrobustError):
+    """A model name whose base is not registered; the message lists the registered ones."""
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -39,11 +45,11 @@ def register_model(fn=None, *, family: str = "vit", data: str | None = "digits",
 
 
 def model_entry(name: str) -> ModelEntry:
+    """The registered base ``name`` (no suffixes), or UnknownModelError listing the known ones."""
     _ensure_loaded()
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_MODELS))}") from None
+    if name not in _MODELS:
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -21,6 +21,10 @@ class ModelInfo:
     recipe: dict = field(default_factory=dict)  # the base's training recipe ('variant_epochs' caps variants)
     weight_hash: str = ""
     build_seconds: float = 0.0
+    # The model whose gradients stand in for this one's (``deit_tiny:int8`` -> ``deit_tiny``):
+    # what the ``straight-through`` and bare ``transfer`` strategies attack. Declared by the
+    # compression that built it (``register_compression(..., surrogate="parent")``); None: none.
+    surrogate: str | None = None
 
 
 class ModelWrapper(nn.Module):
@@ -41,8 +45,18 @@ class ModelWrapper(nn.Module):
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` as tuples, so a derived model is built with the same input mapping:
+        ``ModelWrapper(net, info, *base.normalization)``."""
+        return tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist())
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Pixels in [0, 1] -> what ``net`` takes (losses that call the net directly use it)."""
+        return (images - self.mean) / self.std
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.net((images - self.mean) / self.std)
+        out = self.net(self.normalize(images))
         if isinstance(out, (tuple, list)):
             out = sum(out) / len(out)
         return out
