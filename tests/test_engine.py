@@ -131,3 +131,12 @@ def test_every_registered_measure_runs_through_the_engine(engine, kind):
     [record] = [r for r in engine.measurements.values() if r.kind == kind]
     assert verdict.status == "holds" and record.value is not None and record.value >= 0
     assert (record.outcomes is not None) == measure_kind(kind).rate
+
+
+def test_a_zoo_alias_reaches_the_gradient_surrogate(tmp_path):
+    """deit_small:int8 aliased to another arch: straight-through must use the alias's weights."""
+    from vitrobust.zoo.config import ZooConfig
+
+    engine = Engine(zoo=ZooConfig(models={"good": {"arch": "vit_fixture"}}), adv_cache_dir=tmp_path, progress=False)
+    assert engine.model("good:int8").info.surrogate == "good"
+    assert engine.model("good").info.weight_hash == engine.model("vit_fixture").info.weight_hash

@@ -74,6 +74,10 @@ class Engine:
                 model = load_model(arch, checkpoint=checkpoint, progress=self.progress)
             except VitrobustError as exc:
                 raise EngineError(f"model {str(name)!r}: {exc}") from None
+            if model.info.surrogate is not None and name.parent is not None:
+                # the surrogate is the parent *as the spec names it*, so a zoo config's alias
+                # (and its checkpoint) also reaches the straight-through and transfer strategies
+                model.info.surrogate = str(name.parent)
             self._models[name] = model
             size = model.info.input_size
             probe = torch.rand(DETERMINISM_PROBE, 3, size, size, generator=torch.Generator().manual_seed(0))
