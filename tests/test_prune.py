@@ -18,7 +18,7 @@ def pruned_fixture():
 
 @pytest.fixture(scope="module")
 def small224():
-    return load_model("deit_small_patch16_224:prune0.5", progress=False)
+    return load_model("deit_small_patch16_224:prune0.5", progress=False, random_weights=True)
 
 
 @pytest.mark.parametrize("depth, locs", [(12, [3, 6, 9]), (8, [2, 4, 6]), (6, [1, 3, 4]), (4, [1, 2, 3])])
@@ -55,7 +55,7 @@ def test_eval_forward_runs_on_the_stated_token_counts(pruned_fixture, digits_tes
 def test_full_size_timm_name_builds_untrained_with_metadata(small224):
     meta = small224.info.meta
     assert meta == {"compression": "prune", "keep_rate": 0.5, "prune_locations": [3, 6, 9],
-                    "tokens_kept": [98, 49, 25]}
+                    "tokens_kept": [98, 49, 25], "weights": "random weights"}
     seen = []
     hooks = [blk.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
              for blk in small224.net.blocks]

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..names import ModelName
+from ..zoo.plan import current_step
 from ..zoo.train import fit
 from ..zoo.variant import inherit_augment, trained_variant, variant_recipe
 from ..zoo.wrapper import ModelWrapper
@@ -77,10 +78,16 @@ def distilled_net(base: ModelWrapper) -> nn.Module:
         raise DistillError(f"{base.name}: a distillation token needs a class-token timm ViT, "
                            f"got {type(src).__name__}")
     match = re.fullmatch(r"deit_(tiny|small|base)_patch16_224", ModelName(base.name).base)
-    if match:
+    arch = current_step().source.arch   # the zoo config's arch: for this variant, if any
+    if arch or match:
         import timm
-        net = timm.create_model(f"deit_{match[1]}_distilled_patch16_224", pretrained=False,
-                                num_classes=base.info.num_classes, dynamic_img_size=True)
+        arch = (arch or f"deit_{match[1]}_distilled_patch16_224").removeprefix("timm:")
+        if not timm.is_model(arch):
+            raise DistillError(f"{base.name}: arch {arch!r} is not a timm architecture")
+        net = timm.create_model(arch, pretrained=False, num_classes=base.info.num_classes,
+                                dynamic_img_size=True)
+        if not hasattr(net, "set_distilled_training"):
+            raise DistillError(f"{base.name}: arch {arch!r} has no distillation token (a deit_*_distilled_* name?)")
     else:
         block = src.blocks[0]
         net = VisionTransformerDistilled(
@@ -128,12 +135,14 @@ def apply_distilled(base: ModelWrapper, *, name: str, progress: bool = True,
 
     tname = teacher_name(base)
     recipe = variant_recipe(base, inherit_augment(base, {**(recipe or DISTILLED_RECIPE), "teacher": tname}))
-    teacher = None
-    if base.info.data is not None:   # random-weight bases are not trained: no teacher needed
+    if base.info.data is not None:   # the default zoo: a CNN teacher trained on the same data
         teacher = load_model(tname, progress=progress)
         recipe["teacher_hash"] = teacher.info.weight_hash
+    else:   # a checkpoint base fine-tuned on the user's data (train:): it teaches itself
+        teacher = base
+        recipe["teacher"] = base.name
     net = distilled_net(base)
-    meta = {"compression": "distilled", "teacher": tname, "distillation": "hard"}
+    meta = {"compression": "distilled", "teacher": recipe["teacher"], "distillation": "hard"}
 
     def train(model, split):
         model.net.set_distilled_training(True)

@@ -148,9 +148,13 @@ def _check_block(i: int, block: nn.Module) -> None:
 
 def multiplex(net: nn.Module, repeats: int = 2) -> nn.Module:
     """A deep copy of timm ViT ``net`` whose consecutive blocks share weights in groups of ``repeats``."""
+    from timm.models.vision_transformer import VisionTransformer
+
     blocks = list(getattr(net, "blocks", []))
-    if not blocks or not hasattr(net, "patch_embed"):
-        raise MultiplexError(f"{type(net).__name__} is not a timm VisionTransformer (no blocks)")
+    if not blocks or not hasattr(net, "patch_embed") or not isinstance(net, VisionTransformer) \
+            or getattr(net, "cls_token", None) is None:
+        raise MultiplexError(f"{type(net).__name__} is not a plain ViT (a timm VisionTransformer with "
+                             "blocks and a class token); weight multiplexing applies to those only")
     for i, block in enumerate(blocks):
         _check_block(i, block)
     out = copy.deepcopy(net)

@@ -3,13 +3,17 @@
 Names are a registered base plus optional compression suffixes: ``deit_small``,
 ``deit_small:int8``, ``deit_small_patch16_224:prune0.5`` (parsed by
 :class:`vitrobust.names.ModelName`). Suffixes are handled by ``vitrobust.compress``, one step of
-``ModelName.chain()`` at a time; this module only builds base models and reads checkpoints.
-Compressed variants are built with :mod:`.variant`.
+``ModelName.chain()`` at a time; this module builds the base and runs each step with what the
+zoo config says about it (:mod:`.plan`). Compressed variants are built with :mod:`.variant`.
+
+Weights are never silently random where they matter: a base without training data or a
+checkpoint is labelled ``meta["weights"] = "random weights"`` (and so is everything derived from
+it), and a variant that needs training on such a base is an error unless ``random_weights=True``
+(``vitrobust measure``: size, FLOPs and throughput do not depend on the weights).
 """
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
@@ -17,50 +21,85 @@ from ..data import load_dataset
 from ..errors import VitrobustError
 from ..names import ModelName
 from . import cache
-from .registry import ModelEntry, model_entry
+from .checkpoints import CheckpointError, head_classes, load_checkpoint, read_state
+from .plan import BuildStep, ModelSource, ZooPlan, building
+from .registry import ModelEntry
+from .timm_arch import arch_entry
 from .train import fit
 from .wrapper import ModelInfo, ModelWrapper
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+RANDOM_WEIGHTS = "random weights"
 _LOADED: dict[tuple, ModelWrapper] = {}
 
-
-class CheckpointError(VitrobustError):
-    """A checkpoint file does not fit the architecture; the message names file and keys."""
+__all__ = ["CheckpointError", "RANDOM_WEIGHTS", "UnusedSourceError", "load_checkpoint", "load_model"]
 
 
-def load_model(name: str, *, checkpoint: str | None = None, progress: bool = True) -> ModelWrapper:
+class UnusedSourceError(VitrobustError):
+    """A zoo entry's checkpoint or train: on a variant built without training (e.g. ``:int8``)."""
+
+
+def load_model(name: str, *, checkpoint: str | ZooPlan | None = None, progress: bool = True,
+               random_weights: bool = False) -> ModelWrapper:
     """The model called ``name``, built (and trained or loaded from cache) once per process.
 
-    ``checkpoint`` holds weights for the base; each suffix along ``ModelName(name).chain()`` is
-    then applied to the model before it (``a:prune0.7:int8`` quantizes ``a:prune0.7``).
+    ``checkpoint``: a path holding weights for the base, or a :class:`ZooPlan` (what a zoo
+    config says about every step, from :meth:`ZooConfig.resolve`). Each suffix along
+    ``ModelName(name).chain()`` is then applied to the model before it. ``random_weights``:
+    accept untrained variants of a base without training data (labelled "random weights").
     """
     name = ModelName(name)
-    key = (str(name), checkpoint)
+    plan = checkpoint if isinstance(checkpoint, ZooPlan) else \
+        ZooPlan((ModelSource(checkpoint=checkpoint),) if checkpoint else ())
+    key = (str(name), plan, bool(random_weights))
     if key not in _LOADED:
-        model = _load_base(model_entry(name.base), checkpoint, progress)
-        for step in name.chain()[1:]:
-            from ..compress import apply_compression  # compress builds on the zoo, not vice versa
-            model = apply_compression(model, step.last_suffix, str(step), progress=progress)
+        source = plan.step(0)
+        entry = arch_entry(source.arch or name.base)
+        model = _load_base(entry, name.base, source, plan, progress)
+        for i, step in enumerate(name.chain()[1:], start=1):
+            model = _apply_step(model, step, BuildStep(plan.step(i), plan.data, bool(random_weights)), progress)
         _LOADED[key] = model
     return _LOADED[key]
 
 
-def _new_wrapper(entry: ModelEntry, net, **info) -> ModelWrapper:
-    mean_std = (IMAGENET_MEAN, IMAGENET_STD) if entry.data is None else ((0.5,) * 3, (0.5,) * 3)
+def _apply_step(parent: ModelWrapper, step: ModelName, build: BuildStep, progress: bool) -> ModelWrapper:
+    from ..compress import apply_compression  # compress builds on the zoo, not vice versa
+
+    with building(build):
+        variant = apply_compression(parent, step.last_suffix, str(step), progress=progress)
+    if not build.source.empty and (build.source.checkpoint or build.source.train_epochs) and not build.used:
+        raise UnusedSourceError(f"{step}: :{step.last_suffix} is built from its parent without training, so "
+                                "its zoo entry's checkpoint/train: would be ignored; give the parent's checkpoint")
+    if parent.info.meta.get("weights") == RANDOM_WEIGHTS and "weights" not in variant.info.meta:
+        variant.info.meta["weights"] = RANDOM_WEIGHTS
+    return variant
+
+
+def _new_wrapper(entry: ModelEntry, net, name: str | None = None, **info) -> ModelWrapper:
+    if entry.mean_std is not None:
+        mean_std = entry.mean_std
+    else:
+        mean_std = (IMAGENET_MEAN, IMAGENET_STD) if entry.data is None else ((0.5,) * 3, (0.5,) * 3)
     num_classes = getattr(net, "num_classes", info.pop("num_classes", 10))
-    meta = ModelInfo(entry.name, family=entry.family, data=entry.data,
+    meta = ModelInfo(name or entry.name, family=entry.family, data=entry.data,
                      input_size=entry.input_size, num_classes=num_classes,
                      recipe=dict(entry.recipe), **info)
     return ModelWrapper(net, meta, *mean_std)
 
 
-def _load_base(entry: ModelEntry, checkpoint: str | None, progress: bool) -> ModelWrapper:
+def _load_base(entry: ModelEntry, name: str, source: ModelSource, plan: ZooPlan, progress: bool) -> ModelWrapper:
     start = time.perf_counter()
-    if entry.data is None or checkpoint:
-        model = _new_wrapper(entry, entry.builder())
-        if checkpoint:
-            load_checkpoint(model.net, checkpoint)
+    if entry.data is None or source.checkpoint:
+        state = read_state(source.checkpoint) if source.checkpoint else None
+        classes = source.num_classes or (head_classes(state) if state else None) or _later_classes(plan)
+        net = entry.builder(num_classes=classes) if classes else entry.builder()
+        model = _new_wrapper(entry, net, name)
+        if state is not None:
+            load_checkpoint(model.net, source.checkpoint, state=state)
+            model.info.data = None   # weights from elsewhere: not trained on the registered data
+            model.info.meta["weights"] = f"checkpoint {source.checkpoint}"
+        else:
+            model.info.meta["weights"] = RANDOM_WEIGHTS
     else:
         train = load_dataset(entry.data, "train")
         key = cache.cache_key(entry.name, entry.recipe, train.fingerprint)
@@ -79,32 +118,14 @@ def _load_base(entry: ModelEntry, checkpoint: str | None, progress: bool) -> Mod
     return model
 
 
-def load_checkpoint(net: torch.nn.Module, path: str | Path) -> None:
-    """Load a local checkpoint (a state dict, or one under 'model' / 'state_dict') safely."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({exc.__class__.__name__})") from None
-    for wrapper_key in ("model", "state_dict", "model_ema"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
-            state = state[wrapper_key]
-            break
-    own = net.state_dict()
-    foreign = sorted(set(state) - set(own))
-    missing = sorted(set(own) - set(state))
-    wrong = sorted(k for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
-    if foreign or missing or wrong:
-        parts = []
-        if wrong:
-            k = wrong[0]
-            parts.append(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                         + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
-        if foreign:
-            parts.append(f"unexpected keys {foreign[:3]}" + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else ""))
-        if missing:
-            parts.append(f"missing keys {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
-        raise CheckpointError(f"{path}: does not fit {type(net).__name__}: " + "; ".join(parts))
-    net.load_state_dict(state)
+def _later_classes(plan: ZooPlan) -> int | None:
+    """A base without its own checkpoint takes its class count from its variants' entries
+    (a DynamicViT checkpoint for 10 classes needs a 10-class base to be built from)."""
+    for source in plan.steps[1:]:
+        if source.num_classes:
+            return source.num_classes
+        if source.checkpoint:
+            classes = head_classes(read_state(source.checkpoint))
+            if classes:
+                return classes
+    return None

@@ -2,12 +2,20 @@
 
 ::
 
-    data: /data/imagenet/val                 # replaces the default data source
+    data: /data/imagenet                      # replaces the default data source
     models:
       deit_small: {arch: deit_small_patch16_224, checkpoint: /ckpt/deit_s.pth}
+      deit_small:prune0.7: {checkpoint: /ckpt/dynamicvit_deit_s_0.7.pth}
+      deit_small:mini: {train: {epochs: 3}}
+      deit_small:distilled: {arch: deit_small_distilled_patch16_224, checkpoint: /ckpt/deit_s_d.pth}
+      swin_tiny: {arch: "timm:swin_tiny_patch4_window7_224", checkpoint: /ckpt/swin_t.pth}
 
-makes every spec's ``deit_small`` (and ``deit_small:int8``, ``deit_small:prune0.7``...) use that
-architecture and checkpoint. Read with ``yaml.safe_load``; no torch needed to read it.
+Any model name may have an entry, suffixed ones included. A base entry says which architecture
+the name is (``arch``: a registered name or ``timm:<name>``) and its weights; a variant entry
+gives the variant's own ``checkpoint`` (loaded instead of training it) or ``train: {epochs: N}``
+(fine-tune it on the data's ``train/`` split, cached like the default zoo). ``num_classes``
+sets the head's size when no checkpoint says it. Every other key is an error naming file and
+key. Read with ``yaml.safe_load``; no torch needed to read it.
 """
 from __future__ import annotations
 
@@ -15,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import VitrobustError
-from ..names import ModelName
+from ..names import ModelName, ModelNameError
+from .plan import ModelSource, ZooPlan
 
 ZOO_KEYS = ("data", "models")
-ENTRY_KEYS = ("arch", "checkpoint")
+ENTRY_KEYS = ("arch", "checkpoint", "num_classes", "train")
+TRAIN_KEYS = ("epochs",)
+TIMM_PREFIX = "timm:"
 
 
 class ZooConfigError(VitrobustError):
@@ -47,20 +58,78 @@ class ZooConfig:
             raise ZooConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(ZOO_KEYS)})")
         models = raw.get("models") or {}
         if not isinstance(models, dict):
-            raise ZooConfigError(f"{path}: models: must be a mapping name -> {{arch, checkpoint}}")
+            raise ZooConfigError(f"{path}: models: must be a mapping name -> {{{', '.join(ENTRY_KEYS)}}}")
         for alias, entry in models.items():
-            if not isinstance(entry, dict) or "arch" not in entry:
-                raise ZooConfigError(f"{path}: models.{alias}: needs an 'arch' (a registered model name)")
-            extra = sorted(set(entry) - set(ENTRY_KEYS), key=str)
-            if extra:
-                raise ZooConfigError(f"{path}: models.{alias}: unknown key {extra[0]!r} "
-                                     f"(known: {', '.join(ENTRY_KEYS)})")
-        return cls(models=models, data=raw.get("data"), path=str(path))
+            _check_entry(path, alias, entry)
+        return cls(models={str(k): v for k, v in models.items()}, data=raw.get("data"), path=str(path))
 
-    def resolve(self, name: str) -> tuple[ModelName, str | None]:
-        """(registered name with the same suffixes, checkpoint for its base) for a spec's name."""
+    def resolve(self, name: str) -> tuple[ModelName, ZooPlan | None]:
+        """(name to build, plan for ``load_model(name, checkpoint=plan)``) for a spec's name.
+
+        Without any entry along the name's chain: ``(name, None)``, the registered model as is.
+        With a registered ``arch`` the name is rebased on it (``deit_small:int8`` ->
+        ``deit_small_patch16_224:int8``), so the built model says what it is; a ``timm:``
+        architecture keeps the spec's name (the plan carries the architecture).
+        """
         name = ModelName(name)
-        entry = self.models.get(name.base)
-        if entry is None:
+        entries = [self.models.get(str(step)) or {} for step in name.chain()]
+        if not any(entries):
             return name, None
-        return name.with_base(entry["arch"]), entry.get("checkpoint")
+        arch = entries[0].get("arch") or name.base
+        sources = [_source(e) for e in entries]
+        sources[0] = ModelSource(arch, *(getattr(sources[0], f) for f in ("checkpoint", "num_classes", "train_epochs")))
+        resolved = name if arch.startswith(TIMM_PREFIX) else name.with_base(arch)
+        return resolved, ZooPlan(tuple(sources), data=self.data)
+
+
+def _source(entry: dict) -> ModelSource:
+    train = entry.get("train") or {}
+    return ModelSource(entry.get("arch"), entry.get("checkpoint"), entry.get("num_classes"),
+                       train.get("epochs"))
+
+
+def _check_entry(path: Path, alias, entry) -> None:
+    where = f"{path}: models.{alias}"
+    try:
+        name = ModelName(str(alias))
+    except ModelNameError as exc:
+        raise ZooConfigError(f"{where}: {exc}") from None
+    if not isinstance(entry, dict):
+        raise ZooConfigError(f"{where}: must be a mapping with keys {', '.join(ENTRY_KEYS)}")
+    extra = sorted(set(entry) - set(ENTRY_KEYS), key=str)
+    if extra:
+        raise ZooConfigError(f"{where}: unknown key {extra[0]!r} (known: {', '.join(ENTRY_KEYS)})")
+    for key in ("arch", "checkpoint"):
+        if key in entry and not (isinstance(entry[key], str) and entry[key]):
+            raise ZooConfigError(f"{where}.{key}: must be a non-empty string")
+    arch = entry.get("arch")
+    if arch is not None and not arch.startswith(TIMM_PREFIX):
+        try:
+            ModelName(arch)
+        except ModelNameError:
+            raise ZooConfigError(f"{where}.arch: {arch!r} is neither a registered model name nor timm:<name>") from None
+    if name.suffixes and arch is not None and name.last_suffix != "distilled":
+        raise ZooConfigError(f"{where}.arch: a variant's architecture is built from its base; arch: on a "
+                             "suffixed name is only for :distilled (e.g. deit_small_distilled_patch16_224)")
+    classes = entry.get("num_classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 1):
+        raise ZooConfigError(f"{where}.num_classes: must be a positive integer, got {classes!r}")
+    if "train" in entry:
+        _check_train(where, name, entry)
+
+
+def _check_train(where: str, name: ModelName, entry: dict) -> None:
+    train = entry["train"]
+    if not name.suffixes:
+        raise ZooConfigError(f"{where}.train: only a compressed variant (a suffixed name) is fine-tuned here; "
+                             "give a base model its checkpoint")
+    if not isinstance(train, dict) or not train:
+        raise ZooConfigError(f"{where}.train: must be a mapping like {{epochs: 3}}")
+    extra = sorted(set(train) - set(TRAIN_KEYS), key=str)
+    if extra:
+        raise ZooConfigError(f"{where}.train: unknown key {extra[0]!r} (known: {', '.join(TRAIN_KEYS)})")
+    epochs = train.get("epochs")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ZooConfigError(f"{where}.train.epochs: must be a positive integer, got {epochs!r}")
+    if "checkpoint" in entry:
+        raise ZooConfigError(f"{where}: give checkpoint or train, not both (a checkpoint is loaded, not trained)")

@@ -25,6 +25,8 @@ class ModelEntry:
     recipe: dict = field(default_factory=dict)   # training recipe (part of the cache key)
     input_size: int = 32
     about: str = ""
+    # (mean, std) the net expects; None: ImageNet's for random/checkpoint models, 0.5 for trained
+    mean_std: tuple | None = None
 
 
 _MODELS: dict[str, ModelEntry] = {}

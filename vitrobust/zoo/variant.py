@@ -4,8 +4,9 @@ Every compression in :mod:`vitrobust.compress` derives its model from a base the
 variant keeps the base's data, input size, classes, recipe and input normalization
 (:func:`variant_wrapper`); a trained variant caps its epochs by the base's ``variant_epochs``
 (:func:`variant_recipe`), follows the base's augmentation setting (:func:`inherit_augment`),
-and is trained once and cached under a key that holds the base's weight hash
-(:func:`trained_variant`). Keeping these here means no compression re-derives them.
+and is trained once and cached under a key that holds the base's weight hash, or loaded from
+the zoo config's checkpoint for it (:func:`trained_variant`). Keeping these here means no
+compression re-derives them.
 """
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ import time
 import torch
 
 from ..data import load_dataset
+from ..errors import VitrobustError
 from . import cache
+from .checkpoints import check_class_count, load_checkpoint
+from .plan import current_step
 from .wrapper import ModelInfo, ModelWrapper
+
+
+class UntrainedVariantError(VitrobustError):
+    """A variant that needs training, with nothing to train it on and no checkpoint."""
 
 
 def variant_wrapper(name: str, base: ModelWrapper, net: torch.nn.Module, *, family: str | None = None,
@@ -30,7 +38,11 @@ def variant_wrapper(name: str, base: ModelWrapper, net: torch.nn.Module, *, fami
 
 
 def variant_recipe(base: ModelWrapper, recipe: dict) -> dict:
-    """``recipe`` with its epochs capped by the base's ``variant_epochs`` (small test fixtures)."""
+    """``recipe`` with its epochs capped by the base's ``variant_epochs`` (small test fixtures),
+    or set by the zoo config's ``train: {epochs: N}`` for the variant being built."""
+    epochs = current_step().source.train_epochs
+    if epochs:
+        return {**recipe, "epochs": int(epochs)}
     cap = base.info.recipe.get("variant_epochs")
     return {**recipe, "epochs": min(recipe.get("epochs", 1), cap)} if cap else dict(recipe)
 
@@ -49,25 +61,54 @@ def inherit_augment(base: ModelWrapper, recipe: dict) -> dict:
 def trained_variant(name: str, base: ModelWrapper, net: torch.nn.Module, recipe: dict,
                     train, *, family: str | None = None, meta: dict | None = None,
                     differentiable: bool = True, progress: bool = True) -> ModelWrapper:
-    """Wrap ``net`` as the variant ``name`` of ``base``; train it once and cache the weights.
+    """Wrap ``net`` as the variant ``name`` of ``base``; give it trained weights, once.
 
     ``train(model, train_split)`` trains in place (usually via :func:`~.train.fit` with a custom
-    loss). The cache key holds the recipe, the training data and the base's weight hash, so a
-    retrained base retrains its variants. Bases with random weights (full-size timm names) are
-    not trained.
+    loss). Where the weights come from, in order (the zoo config's entry for this step is
+    :func:`~.plan.current_step`): its ``checkpoint`` (loaded, not trained); its ``train:
+    {epochs: N}`` (fine-tuned on the zoo data's train split); the base's own training data (the
+    default zoo). The cache key holds the recipe, the training data and the base's weight hash,
+    so a retrained base retrains its variants. Otherwise the variant would be an untrained
+    predictor: an :class:`UntrainedVariantError`, unless the build accepts random weights
+    (``vitrobust measure``), and then it is labelled so.
     """
     start = time.perf_counter()
+    step = current_step()
+    source = step.source
     model = variant_wrapper(name, base, net, family=family, differentiable=differentiable, meta=meta)
-    if base.info.data is not None:
-        train_split = load_dataset(base.info.data, "train")
-        key = cache.cache_key(name, recipe, train_split.fingerprint, base=base.info.weight_hash)
-        state = cache.load_weights(name, key)
-        if state is not None:
-            model.net.load_state_dict(state)
-        else:
-            train(model, train_split)
-            cache.save_weights(name, key, model.net.state_dict())
+    if source.checkpoint:
+        step.used = True
+        load_checkpoint(model.net, source.checkpoint)
+        model.info.meta["weights"] = f"checkpoint {source.checkpoint}"
+    elif source.train_epochs:
+        step.used = True
+        data = step.data or base.info.data
+        if data is None:
+            raise UntrainedVariantError(f"{name}: train: needs data with a train/ split; set data: in the zoo config")
+        split = load_dataset(data, "train", image_size=base.info.input_size)
+        check_class_count(model, split.num_classes, f"{data} (train)")
+        _train_cached(model, name, recipe, split, base, train)   # epochs: see variant_recipe
+        model.info.meta["weights"] = f"fine-tuned {source.train_epochs} epochs on {data}"
+    elif base.info.data is not None:
+        _train_cached(model, name, recipe, load_dataset(base.info.data, "train"), base, train)
+    elif step.random_weights:
+        model.info.meta["weights"] = "random weights"
+    else:
+        raise UntrainedVariantError(
+            f"{name}: this variant needs training but its base {base.name} has no training data (random "
+            f"weights or a checkpoint); give its checkpoint in the zoo config ({name}: {{checkpoint: PATH}}) "
+            "or fine-tune it there (train: {epochs: N})")
     model.eval()
     model.info.weight_hash = cache.state_hash(model.net.state_dict())
     model.info.build_seconds = time.perf_counter() - start
     return model
+
+
+def _train_cached(model: ModelWrapper, name: str, recipe: dict, split, base: ModelWrapper, train) -> None:
+    key = cache.cache_key(name, recipe, split.fingerprint, base=base.info.weight_hash)
+    state = cache.load_weights(name, key)
+    if state is not None:
+        model.net.load_state_dict(state)
+    else:
+        train(model, split)
+        cache.save_weights(name, key, model.net.state_dict())

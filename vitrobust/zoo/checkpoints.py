@@ -1,0 +1,128 @@
+"""Reading a user's checkpoint safely, into the architecture it was saved from.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (no pickled code runs): a state
+dict, or one under ``model`` / ``state_dict`` / ``model_ema`` (DeiT, DynamicViT and MiniViT
+releases store theirs under ``model``). The official layouts this suite builds load as they are:
+
+- DeiT / distilled DeiT (facebookresearch/deit): timm's own keys (``dist_token``, ``head_dist``);
+- DynamicViT (raoyongming/DynamicViT): timm's ViT keys plus ``score_predictor.{i}.in_conv`` /
+  ``out_conv``, which :mod:`vitrobust.compress.prune` names the same way;
+- Mini-DeiT (microsoft/Cream, MiniViT): ``blocks.{g}.block...`` as in
+  :mod:`vitrobust.compress.multiplex`. Its release has no class token (it averages the patch
+  tokens after the final norm): :func:`_adapt_mini` turns our Mini net into that pooling when the
+  checkpoint has no ``cls_token``. Checkpoints with image relative position encoding (iRPE,
+  ``attn.rpe_k``: every official Mini-DeiT release) are refused: the net would run without it
+  and silently compute something else.
+
+Anything else that does not fit is a one-line :class:`CheckpointError` naming file and keys.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import VitrobustError
+
+WRAPPER_KEYS = ("model", "state_dict", "model_ema")
+HEAD_KEYS = ("head.weight", "head.fc.weight", "fc.weight", "classifier.weight", "head.l.weight")
+_IRPE = (".rpe_k.", ".rpe_q.", ".rpe_v.")
+
+
+class CheckpointError(VitrobustError):
+    """A checkpoint file does not fit the architecture; the message names file and keys."""
+
+
+class ClassCountError(VitrobustError):
+    """A model whose number of outputs differs from the data's number of classes."""
+
+
+def read_state(path: str | Path) -> dict:
+    """The state dict inside ``path`` (unwrapped from ``model`` / ``state_dict`` / ``model_ema``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({exc.__class__.__name__})") from None
+    for wrapper_key in WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
+            state = state[wrapper_key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def head_classes(state: dict) -> int | None:
+    """The number of outputs of the classifier in ``state`` (None when no known head key)."""
+    for key in HEAD_KEYS:
+        if key in state and state[key].ndim == 2:
+            return int(state[key].shape[0])
+    return None
+
+
+def load_checkpoint(net: nn.Module, path: str | Path, *, state: dict | None = None) -> None:
+    """Load the checkpoint ``path`` into ``net`` (official layouts adapted, see module doc);
+    ``state``: its contents when the caller already read them (a head's class count)."""
+    state = read_state(path) if state is None else state
+    _adapt_mini(net, state, path)
+    own = net.state_dict()
+    foreign = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    wrong = sorted(k for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
+    if foreign or missing or wrong:
+        parts = []
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                         + (f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        if foreign:
+            parts.append(f"unexpected keys {foreign[:3]}" + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else ""))
+        if missing:
+            parts.append(f"missing keys {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+        raise CheckpointError(f"{Path(path).expanduser()}: does not fit {type(net).__name__}: " + "; ".join(parts))
+    net.load_state_dict(state)
+
+
+def _is_mini(net: nn.Module) -> bool:
+    blocks = getattr(net, "blocks", None)
+    return blocks is not None and len(blocks) > 0 and hasattr(blocks[0], "repeated_times")
+
+
+def _adapt_mini(net: nn.Module, state: dict, path) -> None:
+    """Refuse iRPE; give our Mini net the official release's pooling when it has no class token."""
+    if not _is_mini(net) and not any(".block." in k for k in state):
+        return
+    irpe = sorted(k for k in state if any(tag in k for tag in _IRPE))
+    if irpe:
+        raise CheckpointError(
+            f"{Path(path).expanduser()}: Mini-DeiT checkpoint with image relative position encoding "
+            f"({irpe[0]}, +{len(irpe) - 1} more); vitrobust's :mini has no iRPE and would compute "
+            "something else, so it is refused: export one without iRPE or fine-tune :mini with train: {epochs: N}")
+    if not _is_mini(net) or "cls_token" in state or getattr(net, "cls_token", None) is None:
+        return
+    pos = state.get("pos_embed")
+    if pos is None or pos.shape[1] != net.patch_embed.num_patches:
+        return   # let the generic key check name what differs
+    # The official Mini-DeiT: no class token, pos_embed over the patches only, final norm, then
+    # the mean of the patch tokens (timm's global_pool="avg" with no prefix tokens).
+    net.cls_token = None
+    net.num_prefix_tokens -= 1
+    net.has_class_token = False
+    net.global_pool = "avg"
+    net.pos_embed = nn.Parameter(torch.zeros_like(pos))
+
+
+def check_class_count(model, num_classes: int, data: str = "the data") -> None:
+    """Raise :class:`ClassCountError` when ``model``'s outputs differ from ``num_classes``.
+
+    The engine calls it before scoring a model on a data slice: a 1,000-class model scored on
+    a 10-class folder otherwise reports accuracy near 0 with no word about why.
+    """
+    own = int(model.info.num_classes)
+    if own != int(num_classes):
+        raise ClassCountError(f"model {model.info.name!r} has {own} classes but {data} has {num_classes}: "
+                              f"give the checkpoint for {num_classes} classes (or num_classes: in its zoo entry)")
