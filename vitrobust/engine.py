@@ -258,3 +258,9 @@ class _Scope:
 
     def model_value(self, model: str, key: str) -> float:
         return getattr(self.engine.model_summary(model), key)
+
+    def keep_ratio(self, model: str) -> float:
+        """Patch tokens kept per pruning stage on this slice, mean over stages (:mod:`.in_effect`)."""
+        from .in_effect import keep_ratio
+        net = self.engine.model(model)
+        return keep_ratio(net, self.engine.data(self.data_slice, net.info.input_size).images)

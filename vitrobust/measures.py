@@ -193,3 +193,9 @@ def throughput(ctx, m) -> float:
 def params(ctx, m) -> float:
     """Parameters, each shared tensor once."""
     return ctx.model_value(m.model, "params")
+
+
+@register_measure()
+def keep_ratio(ctx, m) -> float:
+    """Fraction of patch tokens kept, mean over the pruning stages, measured on the slice (1.0 unpruned)."""
+    return ctx.keep_ratio(m.model)
