@@ -16,6 +16,7 @@ from vitrobust.zoo import (RANDOM_WEIGHTS, CheckpointError, ClassCountError, Unt
 from vitrobust.zoo import build
 from vitrobust.zoo.build import UnusedSourceError
 from vitrobust.zoo.config import ZooConfig
+from vitrobust.zoo.variant import _train_cached as _real_train_cached
 
 
 @pytest.fixture(autouse=True)
@@ -229,4 +230,8 @@ def test_train_fine_tunes_a_variant_once_and_caches_it(tmp_path, monkeypatch, vi
     assert _load(zoo, "v:bornagain").info.weight_hash == tuned.info.weight_hash
 
 
-from vitrobust.zoo.variant import _train_cached as _real_train_cached  # noqa: E402
+def test_an_unknown_timm_architecture_is_a_one_line_error():
+    from vitrobust.zoo.timm_arch import ArchError
+
+    with pytest.raises(ArchError, match=r"arch 'timm:not_a_model': timm has no architecture 'not_a_model'"):
+        _load(ZooConfig(models={"x": {"arch": "timm:not_a_model"}}), "x:int8")

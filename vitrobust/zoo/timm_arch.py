@@ -8,7 +8,7 @@ full-size DeiTs use, because e.g. augreg ViTs expect mean/std 0.5.
 from __future__ import annotations
 
 from ..errors import VitrobustError
-from .registry import ModelEntry, is_registered, model_entry
+from .registry import ModelEntry, model_entry
 
 PREFIX = "timm:"
 
@@ -17,13 +17,9 @@ class ArchError(VitrobustError):
     """An ``arch`` that is neither a registered model nor a timm architecture."""
 
 
-def is_timm_arch(arch: str | None) -> bool:
-    return bool(arch) and arch.startswith(PREFIX)
-
-
 def arch_entry(arch: str) -> ModelEntry:
     """The :class:`ModelEntry` for ``arch``: a registered name, or ``timm:<name>``."""
-    if not is_timm_arch(arch):
+    if not arch.startswith(PREFIX):
         return model_entry(arch)
     import timm
 
@@ -40,13 +36,3 @@ def arch_entry(arch: str) -> ModelEntry:
     family = "vit" if name.startswith(("vit_", "deit")) else "timm"
     return ModelEntry(name, builder, family, None, {}, size, f"timm architecture {name}", mean_std)
 
-
-def check_arch(arch: str) -> None:
-    """Fail early (reading the zoo config) when ``arch`` names nothing buildable."""
-    if is_timm_arch(arch):
-        import timm
-
-        if not timm.is_model(arch[len(PREFIX):]):
-            raise ArchError(f"arch {arch!r}: timm has no architecture {arch[len(PREFIX):]!r}")
-    elif not is_registered(arch):
-        model_entry(arch)   # raises UnknownModelError listing the registered names
