@@ -174,12 +174,56 @@ def test_official_mini_deit_checkpoint_loads_with_its_pooling(tmp_path, monkeypa
         assert torch.allclose(model(x), expected, atol=1e-5)
 
 
-def test_official_mini_deit_with_irpe_is_refused_in_one_line(tmp_path):
+def test_official_mini_deit_with_irpe_loads_and_uses_it(tmp_path, monkeypatch):
+    state = _random_state(_mini_deit(192, 12, 3, 1000, irpe=True))
+    for key in state:   # tables big enough to move the logits measurably
+        if key.endswith("lookup_table_weight"):
+            state[key] = state[key] * 500
     path = tmp_path / "mini_deit_tiny_irpe.pth"
-    torch.save({"model": _random_state(_mini_deit(192, 12, 3, 1000, irpe=True))}, path)
+    torch.save({"model": state}, path)
+    _no_training(monkeypatch)
     zoo = ZooConfig(models={"deit_tiny_patch16_224:mini": {"checkpoint": str(path)}})
-    with pytest.raises(CheckpointError, match=r"mini_deit_tiny_irpe.pth: Mini-DeiT checkpoint with image relative "
-                                              r"position encoding \(blocks.0.block.attn.rpe_k.instances.0"):
+    model = _load(zoo, "deit_tiny_patch16_224:mini")
+    own = model.net.state_dict()
+    assert own.keys() == state.keys() and all(torch.equal(own[k], state[k]) for k in state)
+    x = torch.rand(1, 3, 224, 224)
+    attn = model.net.blocks[-1].block.attn
+    attn.keep_attn = True   # the last layer's attention distribution, after conv_l and the softmax
+    with torch.no_grad():
+        model(x)
+        with_rpe = attn.last_attn
+        for group in model.net.blocks:
+            for rpe in group.block.attn.rpe_k.instances:
+                rpe.lookup_table_weight.zero_()
+        model(x)
+    attn.keep_attn = False
+    assert not torch.allclose(with_rpe, attn.last_attn, rtol=1e-3, atol=1e-6)   # the encoding is used
+
+
+def test_irpe_buckets_follow_the_piecewise_index():
+    from vitrobust.compress.irpe import KeyRPE, bucket_ids, piecewise_index
+
+    offsets = torch.tensor([-13, -4, -3, -2, -1, 0, 1, 2, 3, 4, 13])
+    assert piecewise_index(offsets, 1.9, 3.8, 15.2).tolist() == [-3, -3, -2, -2, -1, 0, 1, 2, 2, 3, 3]
+    ids = bucket_ids(14, 14, 1.9)
+    assert ids.shape == (196, 196) and int(ids.max()) == 48 and int(ids.min()) == 0
+    assert ids[0, 0] == 24 and ids[0, 1] == 23 and ids[195, 0] == 48 and ids[0, 195] == 0
+    rpe = KeyRPE(4)
+    torch.nn.init.normal_(rpe.lookup_table_weight)
+    q = torch.randn(1, 2, 196, 4)
+    out = rpe(q)
+    for i, j in [(0, 0), (5, 100), (195, 3)]:
+        assert torch.allclose(out[0, 1, i, j], q[0, 1, i] @ rpe.lookup_table_weight[0, :, ids[i, j]])
+
+
+def test_an_other_irpe_layout_is_refused_in_one_line(tmp_path):
+    shapes = _mini_deit(192, 12, 3, 1000, irpe=True)
+    shapes["blocks.0.block.attn.rpe_q.instances.0.lookup_table_weight"] = (1, 64, 49)
+    path = tmp_path / "mini_irpe_q.pth"
+    torch.save({"model": _random_state(shapes)}, path)
+    zoo = ZooConfig(models={"deit_tiny_patch16_224:mini": {"checkpoint": str(path)}})
+    with pytest.raises(CheckpointError, match=r"mini_irpe_q.pth: iRPE layout other than the Mini-DeiT release's "
+                                              r".*blocks.0.block.attn.rpe_q.instances.0"):
         _load(zoo, "deit_tiny_patch16_224:mini")
 
 

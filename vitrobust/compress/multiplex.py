@@ -93,11 +93,17 @@ class MiniAttention(nn.Module):
         self.conv_w = RepeatedModuleList([_head_mixer(num_heads) for _ in range(repeats)])
         self.last_attn: torch.Tensor | None = None   # set when ``keep_attn`` (distillation)
         self.keep_attn = False
+        # iRPE on keys, per layer (a RepeatedModuleList of irpe.KeyRPE): only an official
+        # Mini-DeiT checkpoint installs it (vitrobust.zoo.checkpoints); trained here: None.
+        self.rpe_k: RepeatedModuleList | None = None
 
     def forward(self, x: torch.Tensor, r: int) -> torch.Tensor:
         b, n, _ = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        attn = _mix_heads(self.conv_l.instances[r], (q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        logits = (q * self.scale) @ k.transpose(-2, -1)
+        if self.rpe_k is not None:
+            logits = logits + self.rpe_k.instances[r](q * self.scale)
+        attn = _mix_heads(self.conv_l.instances[r], logits).softmax(dim=-1)
         if self.keep_attn:
             self.last_attn = attn
         out = _mix_heads(self.conv_w.instances[r], attn) @ v

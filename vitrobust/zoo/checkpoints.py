@@ -9,10 +9,10 @@ releases store theirs under ``model``). The official layouts this suite builds l
   ``out_conv``, which :mod:`vitrobust.compress.prune` names the same way;
 - Mini-DeiT (microsoft/Cream, MiniViT): ``blocks.{g}.block...`` as in
   :mod:`vitrobust.compress.multiplex`. Its release has no class token (it averages the patch
-  tokens after the final norm): :func:`_adapt_mini` turns our Mini net into that pooling when the
-  checkpoint has no ``cls_token``. Checkpoints with image relative position encoding (iRPE,
-  ``attn.rpe_k``: every official Mini-DeiT release) are refused: the net would run without it
-  and silently compute something else.
+  tokens after the final norm) and image relative position encoding on keys (iRPE,
+  ``attn.rpe_k.instances.{r}.lookup_table_weight``): :func:`_adapt_mini` gives our Mini net both
+  when the checkpoint has them (:mod:`vitrobust.compress.irpe`). Another iRPE layout is refused:
+  the net would run without it and silently compute something else.
 
 Anything else that does not fit is a one-line :class:`CheckpointError` naming file and keys.
 """
@@ -93,15 +93,12 @@ def _is_mini(net: nn.Module) -> bool:
 
 
 def _adapt_mini(net: nn.Module, state: dict, path) -> None:
-    """Refuse iRPE; give our Mini net the official release's pooling when it has no class token."""
+    """Give our Mini net the official release's iRPE and pooling where the checkpoint has them."""
     if not _is_mini(net) and not any(".block." in k for k in state):
         return
     irpe = sorted(k for k in state if any(tag in k for tag in _IRPE))
-    if irpe:
-        raise CheckpointError(
-            f"{Path(path).expanduser()}: Mini-DeiT checkpoint with image relative position encoding "
-            f"({irpe[0]}, +{len(irpe) - 1} more); vitrobust's :mini has no iRPE and would compute "
-            "something else, so it is refused: export one without iRPE or fine-tune :mini with train: {epochs: N}")
+    if irpe and _is_mini(net):
+        _install_irpe(net, state, irpe, path)
     if not _is_mini(net) or "cls_token" in state or getattr(net, "cls_token", None) is None:
         return
     pos = state.get("pos_embed")
@@ -114,6 +111,24 @@ def _adapt_mini(net: nn.Module, state: dict, path) -> None:
     net.has_class_token = False
     net.global_pool = "avg"
     net.pos_embed = nn.Parameter(torch.zeros_like(pos))
+
+
+def _install_irpe(net: nn.Module, state: dict, keys: list, path) -> None:
+    """Official Mini-DeiT: iRPE on keys (49 buckets, ratio 1.9) per layer, no class token."""
+    from ..compress.irpe import KeyRPE, num_buckets
+    from ..compress.multiplex import RepeatedModuleList
+
+    where = Path(path).expanduser()
+    odd = [k for k in keys if ".rpe_k." not in k or not k.endswith(".lookup_table_weight")]
+    tables = [state[k] for k in keys if k not in odd]
+    if odd or "cls_token" in state or any(t.shape[0] != 1 or t.shape[-1] != num_buckets(1.9) for t in tables):
+        raise CheckpointError(
+            f"{where}: iRPE layout other than the Mini-DeiT release's (on keys only, shared-head "
+            f"tables of {num_buckets(1.9)} buckets, no class token): {(odd or keys)[0]}; it is refused rather "
+            "than run without it")
+    for group in net.blocks:
+        attn = group.block.attn
+        attn.rpe_k = RepeatedModuleList([KeyRPE(attn.head_dim, 1.9) for _ in range(group.repeated_times)])
 
 
 def check_class_count(model, num_classes: int, data: str = "the data") -> None:
