@@ -87,3 +87,39 @@ def test_run_without_specs_folder_is_one_line(tmp_path, monkeypatch, capsys):
 def test_gate_unknown_baseline_is_exit_2(tmp_path):
     result = run_cli("gate", "--baseline", "nope", "--db", str(tmp_path / "db.sqlite"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_measure_reports_where_the_model_ran(capsys):
+    assert main(["measure", "deit_tiny_patch16_224", "--input-size", "32", "--json", "--device", "cpu"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert record["device"] == "cpu"
+
+
+@pytest.mark.parametrize("command", [["measure", "deit_tiny_patch16_224"], ["zoo", "build", "cnn_small"],
+                                     ["run", "--collect-only"]])
+def test_a_device_without_cuda_or_a_bad_one_is_one_line_exit_2(command, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, words in (("cuda", "no CUDA GPU"), ("npu", "not a device")):
+        assert main([*command, "--device", device]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1
+
+
+def test_run_passes_the_device_to_pytest(monkeypatch):
+    import pytest as pytest_module
+
+    seen = []
+    monkeypatch.setattr(pytest_module, "main", lambda args: seen.append(args) or 0)
+    assert main(["run", "--device", "cpu", "-k", "tiny"]) == 0
+    args = seen[0]
+    assert args[args.index("--vitrobust-device") + 1] == "cpu" and "-k" in args
+
+
+def test_pytest_refuses_a_bad_device_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                             "--vitrobust-device", "cuda:x", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "ERROR: device 'cuda:x' is not a device; use auto, cpu, cuda or cuda:N" in result.stderr

@@ -227,3 +227,12 @@ def test_zoo_config_points_specs_at_local_checkpoints_and_an_image_folder(pytest
     result.assert_outcomes(passed=3)
     report = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
     assert report["config"]["data"] == str(pytester.path / "images")
+
+
+def test_device_and_precision_reach_the_run_record(pytester, spec_dir):
+    (spec_dir / "e2e.yaml").write_text(SPEC)
+    _run(pytester, "-k", "vit_fixture_wide and fgsm", "--vitrobust-max-images=24",
+         "--vitrobust-device=cpu", "--vitrobust-precision=bf16").assert_outcomes(passed=1)
+    run = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
+    assert (run["config"]["device"], run["config"]["precision"], run["config"]["batch_size"]) == ("cpu", "bf16", 256)
+    assert run["models"]["vit_fixture_wide"]["device"] == "cpu"

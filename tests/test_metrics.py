@@ -145,3 +145,24 @@ def test_side_by_side_throughput_ranks_a_slowed_copy_below_the_original(vit_mode
     fast, slow = metrics.throughput_side_by_side([vit_model, slowed], rounds=2)
     assert fast > slow > 0
     assert slow < 64 / 0.02          # the sleep alone caps it
+
+
+def test_throughput_synchronizes_the_device_before_each_clock_reading(vit_model, monkeypatch):
+    from vitrobust import metrics
+
+    calls = []
+    monkeypatch.setattr(metrics, "synchronize", lambda device: calls.append(str(device)))
+    metrics.throughput(vit_model, batch_size=2, warmup=1, repeats=3)
+    assert calls == ["cpu"] * 6                # before the start and before the stop of each repeat
+
+
+def test_synchronize_waits_for_cuda_only(monkeypatch):
+    import torch
+
+    from vitrobust.device import synchronize
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(str(device)))
+    synchronize("cpu")
+    synchronize("cuda:1")
+    assert waited == ["cuda:1"]

@@ -4,9 +4,17 @@ read from the on-disk cache by every target, every check and every later session
 An :class:`AttackConfig` is an attack as a spec declares it (hashable, so it keys caches); the
 :class:`AdversarialSets` of a session turns (source model, attack, slice) into adversarial images
 through :meth:`vitrobust.advcache.AdvCache.get_or_create`, the one way sets are made and read.
+
+Attacks run on the session's device (a CPU-pinned model, INT8, is attacked on the CPU) under its
+precision. The cache key holds the device type and precision only when they are not the
+default CPU / fp32: the key material of a CPU fp32 run is the one of vitrobust 0.1, so caches
+made before devices existed stay valid. A CUDA out-of-memory halves the attack's batch and
+retries; the halving is filed as a RunWarning (random attacks draw per batch, so it can change
+the set).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +26,7 @@ from . import sanity
 from .advcache import AdvCache
 from .attacks import make_attack, resolve_strategy
 from .dataslice import DataSlice
+from .device import DEFAULT_PRECISION, autocast, halving
 from .fileio import atomic_write
 from .names import ModelName
 
@@ -57,8 +66,11 @@ class AdversarialSets:
     model)`` files sanity warnings: the engine provides all three.
     """
 
-    def __init__(self, cache: AdvCache, model: Callable, data: Callable, warn: Callable):
+    def __init__(self, cache: AdvCache, model: Callable, data: Callable, warn: Callable, *,
+                 device=None, precision: str = DEFAULT_PRECISION):
         self.cache, self._model, self._data, self._warn = cache, model, data, warn
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.precision = precision
         self._sets: dict[tuple, AdversarialSet] = {}
 
     def get(self, source: ModelName, attack: AttackConfig, data_slice: DataSlice) -> AdversarialSet:
@@ -76,24 +88,56 @@ class AdversarialSets:
         material = {"source": attacked.info.weight_hash, "source_name": str(source),
                     "threat_model": instance.threat_model(), "strategy": label,
                     "data": data.fingerprint, "data_key": data_slice.key}
+        device = self.attack_device(attacked)
+        if device.type != "cpu" or self.precision != DEFAULT_PRECISION:
+            material.update(device=device.type, precision=self.precision)
         if instance.universal:
             fit = self._data(data_slice.fit_slice(), model.info.input_size)
             material["fit_data"] = fit.fingerprint
 
-            def create():
-                delta, adv = instance.fit_eval(attacked, fit, data)
+            def run(attack):
+                delta, adv = attack.fit_eval(attacked, fit, data, device=device)
                 return {"adv": adv, "delta": delta}
         else:
-            def create():
-                return {"adv": instance(attacked, data.images, data.labels)}
+            def run(attack):
+                return {"adv": attack(attacked, data.images, data.labels, device=device)}
+
+        def create():
+            with autocast(self.device, self.precision):
+                made, _ = halving(lambda batch: run(_with_batch(instance, batch)), instance.batch_size,
+                                  lambda old, new: self._halved(source, attack, old, new))
+            return made
 
         if instance.needs_grad and attacked.info.differentiable:   # AutoAttack-style: usable gradients?
-            head = slice(0, GRADIENT_PROBE)
-            self._warn(sanity.gradient_warnings(attacked, data.images[head], data.labels[head]), source)
+            def probe(n):   # fewer images on CUDA out-of-memory: it is a probe, not a result
+                return sanity.gradient_warnings(attacked, data.images[:n].to(device), data.labels[:n].to(device))
+            with autocast(self.device, self.precision):
+                self._warn(halving(probe, GRADIENT_PROBE)[0], source)
         stored = self.cache.get_or_create(material, create)
         cache_key = self.cache.key(material)
         delta_path = _save_delta(self.cache.root, cache_key, stored["delta"]) if "delta" in stored else None
         return AdversarialSet(stored["adv"], label, instance.threat_model(), cache_key, delta_path)
+
+    def attack_device(self, attacked) -> torch.device:
+        """Where an attack on ``attacked`` runs: its pinned device (INT8: the CPU), else the
+        session's (a straight-through model computes its gradients on the surrogate's)."""
+        pinned = getattr(attacked.info, "pinned_device", None)
+        return torch.device(pinned) if pinned else self.device
+
+    def _halved(self, source: ModelName, attack: AttackConfig, old: int, new: int) -> None:
+        self._warn([{"kind": "out-of-memory",
+                     "message": f"{source}: CUDA out of memory attacking with {attack.name} at batch "
+                                f"{old}; retried at batch {new} (random attacks draw per batch: the "
+                                f"set can differ from one made at batch {old})"}], source)
+
+
+def _with_batch(attack, batch_size: int):
+    """``attack`` at another batch size (a copy: the configured one keeps its threat model)."""
+    if batch_size == attack.batch_size:
+        return attack
+    smaller = copy.copy(attack)
+    smaller.batch_size = batch_size
+    return smaller
 
 
 def _save_delta(root: Path, cache_key: str, delta: torch.Tensor) -> str:

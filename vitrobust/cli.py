@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 DEFAULT_SIZES = ("deit_tiny", "deit_small", "deit_base")
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N (default: $VITROBUST_DEVICE, else auto)"
 
 
 def default_zoo() -> list[str]:
@@ -63,20 +64,32 @@ def cmd_zoo_build(args) -> int:
     names = _matching(args.pattern)
     if not names:
         raise SystemExit(_error(f"no model matches {args.pattern!r}; see 'vitrobust zoo list'"))
+    device = _device(args)
     start = time.perf_counter()
-    records = [_measure_one(name, None) for name in names]
+    records = [_measure_one(name, None, device) for name in names]
     _print_measurements(records, args.json)
     print(f"built {len(records)} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return 0
 
 
-def _measure_one(name: str, input_size: int | None) -> dict:
+def _device(args):
+    """The resolved ``--device`` (else $VITROBUST_DEVICE, else auto), made the training device
+    too: ``zoo.load_model`` trains on first use and takes no device of its own."""
+    from .device import resolve_device, set_training_device
+
+    device = resolve_device(args.device)
+    set_training_device(device)
+    return device
+
+
+def _measure_one(name: str, input_size: int | None, device=None) -> dict:
     from . import metrics
     from .data import load_dataset
+    from .device import home_device, place
     from .zoo import load_model
 
-    model = load_model(name)
-    record = {"model": name, **metrics.efficiency(model, input_size)}
+    model = place(load_model(name), device) if device is not None else load_model(name)
+    record = {"model": name, **metrics.efficiency(model, input_size), "device": str(home_device(model))}
     for key, digits in (("size_mb", 3), ("gflops", 4), ("throughput", 1)):
         record[key] = round(record[key], digits)
     if model.info.data is not None and input_size in (None, model.info.input_size):
@@ -101,7 +114,8 @@ def _print_measurements(records: list[dict], as_json: bool) -> None:
 
 
 def cmd_measure(args) -> int:
-    records = [_measure_one(name, args.input_size) for name in args.models]
+    device = _device(args)
+    records = [_measure_one(name, args.input_size, device) for name in args.models]
     _print_measurements(records, args.json)
     return 0
 
@@ -127,7 +141,7 @@ def _fmt(value) -> str:
 
 
 def cmd_run(args, extra: list[str]) -> int:
-    """Everything but --data and --zoo goes to pytest untouched, in order.
+    """Everything but --data, --zoo and --device goes to pytest untouched, in order.
 
     Spec paths are not parsed here: telling ``-k pruning`` from a spec path needs pytest's own
     option table. Instead, ``specs/`` is made the default through ``testpaths``, which pytest
@@ -142,11 +156,17 @@ def cmd_run(args, extra: list[str]) -> int:
     names_a_path = any(not a.startswith("-") and Path(a.split("::")[0]).exists() for a in extra)
     if not names_a_path and not Path("specs").is_dir():
         raise SystemExit(_error("no specs/ folder here; name a spec file or folder"))
+    if args.device:   # the same one-line error as measure, before pytest starts
+        from .device import resolve_device
+
+        resolve_device(args.device)
     pytest_args = [f"--rootdir={Path.cwd()}", "-o", "testpaths=specs", "-q", "-rfEsxX", *extra]
     if args.data:
         pytest_args += ["--vitrobust-data", args.data]
     if args.zoo:
         pytest_args += ["--vitrobust-zoo", args.zoo]
+    if args.device:
+        pytest_args += ["--vitrobust-device", args.device]
     return int(pytest.main(pytest_args))
 
 
@@ -185,12 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = zoo.add_parser("build", help="train (or load from cache) and measure models")
     p.add_argument("pattern", nargs="?", help="glob, e.g. 'deit_*:prune*'")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=cmd_zoo_build)
 
     p = sub.add_parser("measure", help="params, size, GFLOPs, throughput (and clean accuracy)")
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=cmd_measure)
 
     attacks = sub.add_parser("attacks", help="the attack registry").add_subparsers(dest="attacks_command", required=True)
@@ -201,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "every other argument (spec paths, -k, --vitrobust-*) goes to pytest")
     p.add_argument("--data", help="data source: 'digits' (default) or an ImageFolder path")
     p.add_argument("--zoo", help="zoo config YAML pointing spec model names elsewhere")
+    p.add_argument("--device", help=DEVICE_HELP + " (passed to pytest as --vitrobust-device)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="re-render the report of a recorded run")

@@ -9,6 +9,12 @@ measures):
   kept on disk (:mod:`vitrobust.adversarial`), so every target, check and session reuses them;
 - each measure is computed by its registered function (:mod:`vitrobust.measures`), memoized,
   and recorded as a :class:`~vitrobust.record.MeasurementRecord` for the run record.
+
+Devices (:mod:`vitrobust.device`): models are placed on the run's device (a pinned model, INT8,
+stays on the CPU and its wrapper moves tensors), attacks run there, data stays on the CPU and
+moves one batch at a time, and every model call runs under the run's precision (autocast; fp32
+is no autocast at all). A CUDA out-of-memory halves the batch and retries, filing a RunWarning;
+the smaller batch then stays for that model.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from .adversarial import AdversarialSets, AttackConfig
 from .advcache import AdvCache
 from .data import load_dataset
 from .dataslice import DataSlice
+from .device import (autocast, check_precision, halving, home_device, place, resolve_device,
+                     set_training_device)
 from .errors import VitrobustError
 from .expr import measures as measures_of
 from .measures import Observation, measure_kind
@@ -36,6 +44,7 @@ from .zoo.config import ZooConfig
 from .zoo.wrapper import ModelWrapper
 
 DETERMINISM_PROBE = 8   # images run twice through every model to catch nondeterminism
+SCORE_BATCH = 256       # images per model call when scoring (halved on CUDA out-of-memory)
 
 
 class EngineError(VitrobustError):
@@ -47,14 +56,24 @@ class Engine:
 
     def __init__(self, *, data_source: str | None = None, zoo: ZooConfig | None = None,
                  adv_cache_dir: str | Path | None = None, progress: bool = True,
-                 confidence: float = defaults.CONFIDENCE, max_images: int | None = None):
+                 confidence: float = defaults.CONFIDENCE, max_images: int | None = None,
+                 device: str | None = None, precision: str | None = None,
+                 batch_size: int = SCORE_BATCH):
         self.zoo = zoo or ZooConfig()
+        # device None: $VITROBUST_DEVICE, else auto. Training follows it: load_model takes no
+        # device, so zoo.train.fit reads the process-wide setting made here.
+        self.device = resolve_device(device)
+        self.precision = check_precision(precision)
+        self.batch_size = int(batch_size)
+        set_training_device(self.device)
+        self._batches: dict[str, int] = {}   # per model: the scoring batch after OOM halvings
         self.max_images = max_images   # caps every spec's image count (a quick smoke run)
         self.data_source = data_source or self.zoo.data or defaults.DATA_SOURCE
         self.progress = progress
         self.confidence = confidence
         self.adv_cache = AdvCache(Path(adv_cache_dir) if adv_cache_dir else cache_root() / "adversarial")
-        self.adversarial = AdversarialSets(self.adv_cache, self.model, self.data, self._warn)
+        self.adversarial = AdversarialSets(self.adv_cache, self.model, self.data, self._warn,
+                                           device=self.device, precision=self.precision)
         self._models: dict[ModelName, ModelWrapper] = {}
         self._data: dict[tuple, object] = {}
         self._clean: dict[tuple, np.ndarray] = {}
@@ -78,11 +97,36 @@ class Engine:
                 # the surrogate is the parent *as the spec names it*, so a zoo config's alias
                 # (and its checkpoint) also reaches the straight-through and transfer strategies
                 model.info.surrogate = str(name.parent)
-            self._models[name] = model
+            self._models[name] = model = place(model, self.device)
             size = model.info.input_size
-            probe = torch.rand(DETERMINISM_PROBE, 3, size, size, generator=torch.Generator().manual_seed(0))
-            self._warn(sanity.determinism_warning(model, probe), name)
+            generator = torch.Generator(device="cpu").manual_seed(0)
+            probe = torch.rand(DETERMINISM_PROBE, 3, size, size, generator=generator, device="cpu")
+            probe = probe.to(home_device(model))
+            with self.autocast():   # fewer images on CUDA out-of-memory: it is a probe, not a result
+                self._warn(halving(lambda n: sanity.determinism_warning(model, probe[:n]),
+                                   DETERMINISM_PROBE)[0], name)
         return self._models[name]
+
+    def autocast(self):
+        """The run's precision for model calls (fp32: no autocast at all)."""
+        return autocast(self.device, self.precision)
+
+    def _correct(self, name: str, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+        """Per image: is ``name`` right? Batches move to the model's device one at a time; a
+        CUDA out-of-memory halves the batch (for this model from then on) and retries."""
+        model = self.model(name)
+        with self.autocast():
+            correct, self._batches[name] = halving(
+                lambda batch: metrics.correct(model, images, labels, batch),
+                self._batches.get(name, self.batch_size), self._halved(name, "scoring"))
+        return correct.cpu().numpy()
+
+    def _halved(self, name: str, doing: str):
+        """What an out-of-memory halving files: a RunWarning naming the model and both batches."""
+        def warn(old: int, new: int) -> None:
+            self._warn([{"kind": "out-of-memory", "message": f"{name}: CUDA out of memory {doing} at "
+                                                             f"batch {old}; retried at batch {new}"}], name)
+        return warn
 
     def _warn(self, warnings: list[dict], model: str) -> None:
         for w in warnings:
@@ -108,9 +152,8 @@ class Engine:
         """Per image: is ``name`` right on the clean image?"""
         key = (ModelName(name), data_slice.key)
         if key not in self._clean:
-            model = self.model(name)
-            data = self.data(data_slice, model.info.input_size)
-            self._clean[key] = metrics.correct(model, data.images, data.labels).numpy()
+            data = self.data(data_slice, self.model(name).info.input_size)
+            self._clean[key] = self._correct(name, data.images, data.labels)
         return self._clean[key]
 
     def fooled(self, source: str, target: str, attack: AttackConfig, data_slice: DataSlice) -> np.ndarray:
@@ -120,9 +163,8 @@ class Engine:
             adv = self.adversarial.get(ModelName(source), attack, data_slice)
             if adv.delta_path:
                 self.artifacts[f"uap:{source}:{attack.name}-{adv.key[:8]}"] = adv.delta_path
-            model = self.model(target)
-            labels = self.data(data_slice, model.info.input_size).labels
-            self._fooled[key] = (~metrics.correct(model, adv.images, labels)).numpy()
+            labels = self.data(data_slice, self.model(target).info.input_size).labels
+            self._fooled[key] = ~self._correct(target, adv.images, labels)
         return self._fooled[key]
 
     def model_summary(self, name: str) -> ModelRecord:
@@ -130,9 +172,13 @@ class Engine:
         if name not in self.model_records:
             model = self.model(name)
             info = model.info
+            with self.autocast():
+                efficiency, _ = halving(lambda batch: metrics.efficiency(model, batch_size=batch),
+                                        metrics.default_batch_size(info.input_size),
+                                        self._halved(name, "timing throughput"))
             self.model_records[name] = ModelRecord(
                 name=str(name), weight_hash=info.weight_hash, family=info.family,
-                **metrics.efficiency(model), differentiable=info.differentiable,
+                device=str(home_device(model)), **efficiency, differentiable=info.differentiable,
                 input_size=info.input_size, build_seconds=info.build_seconds, meta=dict(info.meta))
         return self.model_records[name]
 
@@ -182,7 +228,10 @@ class Engine:
         holds their throughput (models table, measurement records, memo) agree."""
         data_slice = self.data_slice(spec_data)
         names = list(dict.fromkeys(m.model for m in timed))
-        speeds = dict(zip(names, metrics.throughput_side_by_side([self.model(n) for n in names])))
+        with self.autocast():
+            speeds = dict(zip(names, metrics.throughput_side_by_side(
+                [self.model(n) for n in names],
+                batch_sizes=[self.model_summary(n).throughput_batch for n in names])))
         for name, speed in speeds.items():
             self.model_records[name].throughput = speed
         for key, observation in self._memo.items():

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .device import home_device, synchronize
 from .zoo.wrapper import ModelWrapper
 
 
@@ -93,14 +94,15 @@ def _unfused_attention(model: nn.Module):
 
 
 @torch.inference_mode()
-def gflops(model: ModelWrapper, input_size: int | None = None) -> float:
+def gflops(model: ModelWrapper, input_size: int | None = None, device=None) -> float:
     """Multiply-accumulates per image, in G (FlopCounterMode counts a MAC as 2 FLOPs).
 
     Dynamic-INT8 Linear layers are invisible to the counter; a hook counts their MACs (the same
     count as the FP32 layer: quantization changes the number format, not the arithmetic count).
+    The probe image is made on ``device`` (default: where the model computes).
     """
     size = input_size or model.info.input_size
-    x = torch.rand(1, 3, size, size)
+    x = torch.rand(1, 3, size, size, device=device or home_device(model))
     quantized_macs = []
 
     def count_linear(module, inputs, output):
@@ -119,47 +121,59 @@ def gflops(model: ModelWrapper, input_size: int | None = None) -> float:
 
 @torch.inference_mode()
 def throughput(model: ModelWrapper, input_size: int | None = None, batch_size: int | None = None,
-               warmup: int = 2, repeats: int = 5) -> float:
+               warmup: int = 2, repeats: int = 5, device=None) -> float:
     """Images per second: ``warmup`` untimed batches, then the fastest of ``repeats`` timed ones.
 
     The fastest, not the median: other load on the machine only ever adds time, so the minimum is
     the estimate least disturbed by it (the same reasoning as ``timeit``). ``batch_size`` defaults
     to :func:`default_batch_size` for the input size.
+
+    The batch is made on ``device`` (default: where the model computes, the CPU for INT8). CUDA
+    runs asynchronously, so the device is synchronized before the clock starts and before it
+    stops: otherwise the time is that of launching the work, not doing it.
     """
     size = input_size or model.info.input_size
     batch_size = batch_size or default_batch_size(size)
-    x = torch.rand(batch_size, 3, size, size)
+    device = device or home_device(model)
+    x = torch.rand(batch_size, 3, size, size, device=device)
     model.eval()
     for _ in range(warmup):
         model(x)
     times = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         model(x)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return batch_size / min(times)
 
 
-def throughput_side_by_side(models: list[ModelWrapper], rounds: int = 3) -> list[float]:
+def throughput_side_by_side(models: list[ModelWrapper], rounds: int = 3,
+                            batch_sizes: list[int | None] | None = None) -> list[float]:
     """Images per second of several models timed in alternation; each keeps its best round.
 
     Throughputs taken at different moments of a long session compare the moments as much as the
     models: a cold run measured DynamicViT-tiny at keep-rate 0.5 slower than dense (5589 vs 6325
     img/s) right after training it, while side by side it is 1.3x faster. Alternating rounds put
-    every model under the same conditions, as a benchmark would.
+    every model under the same conditions, as a benchmark would. ``batch_sizes``: each model's
+    (default :func:`default_batch_size`), e.g. the one its record was timed at.
     """
     best = [0.0] * len(models)
+    batch_sizes = batch_sizes or [None] * len(models)
     for _ in range(rounds):
         for i, model in enumerate(models):
-            best[i] = max(best[i], throughput(model))
+            best[i] = max(best[i], throughput(model, batch_size=batch_sizes[i]))
     return best
 
 
-def efficiency(model: ModelWrapper, input_size: int | None = None) -> dict:
-    """Params, size, GFLOPs and throughput (with its batch size) of one model, in one place."""
+def efficiency(model: ModelWrapper, input_size: int | None = None, batch_size: int | None = None) -> dict:
+    """Params, size, GFLOPs and throughput (with its batch size: ``batch_size``, default
+    :func:`default_batch_size`) of one model, in one place."""
     size = input_size or model.info.input_size
+    batch_size = batch_size or default_batch_size(size)
     return {"params": param_count(model), "size_mb": size_mb(model), "gflops": gflops(model, size),
-            "throughput": throughput(model, size), "throughput_batch": default_batch_size(size)}
+            "throughput": throughput(model, size, batch_size), "throughput_batch": batch_size}
 
 
 def default_batch_size(input_size: int) -> int:

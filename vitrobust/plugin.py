@@ -51,6 +51,11 @@ def pytest_addoption(parser):
                     help="use at most N images per spec (a quick smoke run: fewer images, wider "
                          "intervals, more inconclusive verdicts)")
     group.addoption("--vitrobust-no-progress", action="store_true", help="no progress bars")
+    group.addoption("--vitrobust-device", metavar="DEVICE", default=None,
+                    help="where models, attacks and training run: auto (CUDA when present), cpu, cuda, "
+                         "cuda:N (default: $VITROBUST_DEVICE, else auto); dynamic INT8 always runs on the CPU")
+    group.addoption("--vitrobust-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="autocast precision of model calls on that device (default fp32: no autocast)")
 
 
 def _positive_int(text: str) -> int:
@@ -65,7 +70,20 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:foolbox.*")
     # ...and its SpatialAttack calls torch.meshgrid without `indexing` (torch then warns)
     config.addinivalue_line("filterwarnings", "ignore:torch.meshgrid. in an upcoming release:UserWarning")
+    _check_device(config)
     config.pluginmanager.register(VitrobustSession(config), PLUGIN_NAME)
+
+
+def _check_device(config) -> None:
+    """A bad --vitrobust-device / $VITROBUST_DEVICE, or CUDA asked for where there is none, is a
+    one-line usage error before anything is collected. ``auto`` and ``cpu`` need no torch here."""
+    from .device import DeviceError, requested_device, resolve_device
+
+    try:
+        if requested_device(config.getoption("vitrobust_device")).startswith("cuda"):
+            resolve_device(config.getoption("vitrobust_device"))
+    except DeviceError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def session_of(config) -> "VitrobustSession":
@@ -110,7 +128,8 @@ class VitrobustSession:
                 data_source=option("vitrobust_data"), zoo=self.zoo,
                 progress=not option("vitrobust_no_progress"),
                 confidence=option("vitrobust_confidence") or defaults.CONFIDENCE,
-                max_images=option("vitrobust_max_images"))
+                max_images=option("vitrobust_max_images"), device=option("vitrobust_device"),
+                precision=option("vitrobust_precision"))
         return self._engine
 
     # -- collection ---------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class ModelRecord:
     build_seconds: Optional[float] = None
     clean_acc: Optional[float] = None          # on the first data slice it was scored on
     meta: dict = field(default_factory=dict)   # compression parameters: bits, keep_rate, ...
+    device: Optional[str] = None               # where it computed: cpu, cuda:0 (INT8: always cpu)
 
 
 @dataclass
@@ -106,13 +107,21 @@ class RunWarning:
 
 @dataclass
 class RunConfig:
-    """What the numbers depend on besides the code: data, zoo, image cap, confidence, argv."""
+    """What the numbers depend on besides the code: data, zoo, image cap, confidence, device,
+    precision, scoring batch, argv.
+
+    The device defaults are what every run made before devices existed used (CPU, fp32, batch
+    256), so older records read back as what they were.
+    """
 
     data: Optional[str] = None
     zoo: Optional[str] = None
     max_images: Optional[int] = None
     confidence: float = 0.95
     args: list = field(default_factory=list)
+    device: str = "cpu"                        # cpu, cuda, cuda:N (the resolved --vitrobust-device)
+    precision: str = "fp32"                    # fp32, bf16, fp16 (autocast)
+    batch_size: int = 256                      # images per model call when scoring
 
 
 @dataclass

@@ -68,7 +68,9 @@ def build_run_record(engine, checks: list, options: RunOptions, run_id: str) -> 
         run_id=run_id, started=options.started or local_time_iso(), finished=local_time_iso(),
         git_commit=git_commit(options.cwd), versions=versions(),
         config=RunConfig(data=engine.data_source, zoo=options.zoo, max_images=engine.max_images,
-                         confidence=options.confidence, args=list(options.args)),
+                         confidence=options.confidence, args=list(options.args),
+                         device=str(engine.device), precision=engine.precision,
+                         batch_size=engine.batch_size),
         checks=list(checks), **parts)
 
 

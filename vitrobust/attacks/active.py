@@ -17,7 +17,7 @@ class ActiveBatch:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, **state: torch.Tensor):
         self.out = images.detach().clone()
-        self.index = torch.arange(len(images))
+        self.index = torch.arange(len(images), device=images.device)
         self.images, self.labels = images, labels
         self.state = dict(state)
 

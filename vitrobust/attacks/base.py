@@ -90,11 +90,16 @@ class Attack:
         return f"{self.name}({args})"
 
     # -- running -------------------------------------------------------------------------------
-    def __call__(self, model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+        """Adversarial images, on ``images``' device; each batch is attacked on ``device``
+        (default: where ``images`` are). Noise comes from a CPU generator seeded with ``seed``
+        and is moved, so a seed gives the same draws on every device."""
         check_applicable(self, model)
         model.eval()
-        generator = torch.Generator().manual_seed(self.seed)
-        chunks = [self.perturb(model, x, y, generator)
+        device = torch.device(device) if device is not None else images.device
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        chunks = [self.perturb(model, x.to(device), y.to(device), generator).to(images.device)
                   for x, y in zip(images.split(self.batch_size), labels.split(self.batch_size))]
         return torch.cat(chunks).detach().clamp_(0, 1)
 
@@ -124,17 +129,22 @@ class UniversalAttack(Attack):
     def perturb(self, model, images, labels, generator):
         return self.apply(self.fit(model, images, labels), images)
 
-    def __call__(self, model, images, labels):
+    def __call__(self, model, images, labels, device=None):
         check_applicable(self, model)
         model.eval()
-        return self.apply(self.fit(model, images, labels), images)
+        device = torch.device(device) if device is not None else images.device
+        delta = self.fit(model, images.to(device), labels.to(device)).to(images.device)
+        return self.apply(delta, images)
 
-    def fit_eval(self, model: ModelWrapper, fit_data, eval_data) -> tuple[torch.Tensor, torch.Tensor]:
+    def fit_eval(self, model: ModelWrapper, fit_data, eval_data,
+                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Fit on ``fit_data``, apply to ``eval_data``; ``(delta, adversarial eval images)``.
 
         Each data argument is a ``Dataset`` (``.images``, ``.labels``) or an ``(images, labels)``
         pair. An image present in both splits (same content hash) is an AttackError: a UAP
-        scored on its own fit images measures memorization, not universality.
+        scored on its own fit images measures memorization, not universality. The fit runs on
+        ``device`` (default: where the fit images are); delta and images come back beside
+        ``eval_data``.
         """
         fit_x, fit_y = _unpack(fit_data)
         eval_x, _ = _unpack(eval_data)
@@ -144,7 +154,8 @@ class UniversalAttack(Attack):
                               f"fit a universal perturbation on a disjoint split (e.g. val) and score on test")
         check_applicable(self, model)
         model.eval()
-        delta = self.fit(model, fit_x, fit_y).detach()
+        device = torch.device(device) if device is not None else fit_x.device
+        delta = self.fit(model, fit_x.to(device), fit_y.to(device)).detach().to(eval_x.device)
         return delta, self.apply(delta, eval_x)
 
 

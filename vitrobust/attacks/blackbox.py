@@ -53,19 +53,23 @@ class FoolboxAttack(Attack):
         # foolbox's clip can overshoot eps by float rounding (~1e-7): re-project exactly
         return (x + project(clipped[0] - x, self.eps, self.norm)).clamp(0, 1)
 
-    def __call__(self, model, images, labels):
+    def __call__(self, model, images, labels, device=None):
         import foolbox
 
         check_applicable(self, model)
         model.eval()
-        fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))
+        # foolbox moves the model to cuda:0 whenever CUDA exists unless told a device (INT8
+        # cannot go there), so it always gets one
+        device = torch.device(device) if device is not None else images.device
+        fmodel = foolbox.PyTorchModel(model, bounds=(0, 1), device=device)
         attack = self.foolbox_attack()
         out = []
         with _seeded(self.seed), warnings.catch_warnings():
             # "failed to draw sufficient random inputs": those images simply stay unfooled
             warnings.filterwarnings("ignore", message=".*failed to draw sufficient.*")
             for x, y in zip(images.split(self.batch_size), labels.split(self.batch_size)):
-                out.append(self.run(fmodel, attack, x.contiguous(), y).detach())
+                adv = self.run(fmodel, attack, x.to(device).contiguous(), y.to(device))
+                out.append(adv.detach().to(images.device))
         return torch.cat(out).clamp_(0, 1)
 
 

@@ -28,11 +28,12 @@ def candidate_gradients(model, x: torch.Tensor, labels: torch.Tensor, candidates
     with torch.enable_grad():
         logits = model(x)
         k = candidates.shape[1]
-        rows = torch.arange(len(x))
+        rows = torch.arange(len(x), device=x.device)
+        heads = torch.arange(k, device=x.device)[:, None]
         # grad_outputs[j, n] selects logit[cand[n, j]] - logit[label[n]] of image n
-        go = torch.zeros(k, *logits.shape, dtype=logits.dtype)
-        go[torch.arange(k)[:, None], rows[None], candidates.T] = 1.0
-        go[torch.arange(k)[:, None], rows[None], labels[None].expand(k, -1)] -= 1.0
+        go = torch.zeros(k, *logits.shape, dtype=logits.dtype, device=logits.device)
+        go[heads, rows[None], candidates.T] = 1.0
+        go[heads, rows[None], labels[None].expand(k, -1)] -= 1.0
         try:
             (w,) = torch.autograd.grad(logits, x, go, is_grads_batched=True)
         except RuntimeError:  # an op without a batching rule: one backward per candidate
@@ -78,7 +79,7 @@ def deepfool(model, images: torch.Tensor, labels: torch.Tensor, *, norm: str, st
         dual = flat.norm(dim=2) if norm == "l2" else flat.abs().sum(2)   # (k, N)
         dist = f.abs().T / (dual + 1e-8)                        # (k, N)
         best = dist.argmin(0)                                   # (N,)
-        cols = torch.arange(len(best))
+        cols = torch.arange(len(best), device=best.device)
         wb, fb, nb = w[best, cols], f.abs()[cols, best], dual[best, cols]
         shape = (-1, *([1] * (images.dim() - 1)))
         if norm == "l2":

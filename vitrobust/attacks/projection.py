@@ -1,6 +1,8 @@
 """Norm-ball geometry shared by gradient attacks: step directions, projections, random starts."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -27,14 +29,16 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
 
 
 def random_start(shape, eps: float, norm: str, generator: torch.Generator) -> torch.Tensor:
-    """A uniform sample from the ``norm`` ball (L-inf: per pixel; L2: direction x radius)."""
+    """A uniform sample from the ``norm`` ball (L-inf: per pixel; L2: direction x radius), on
+    the generator's device (the caller moves it)."""
+    where = generator.device
     if norm == "linf":
-        return (torch.rand(shape, generator=generator) * 2 - 1) * eps
+        return (torch.rand(shape, generator=generator, device=where) * 2 - 1) * eps
     if norm == "l2":
-        direction = torch.randn(shape, generator=generator)
+        direction = torch.randn(shape, generator=generator, device=where)
         direction = direction / _flat_norm(direction)
-        dims = torch.tensor(shape[1:]).prod().item()
-        radius = torch.rand(shape[0], generator=generator) ** (1.0 / dims) * eps
+        dims = math.prod(shape[1:])
+        radius = torch.rand(shape[0], generator=generator, device=where) ** (1.0 / dims) * eps
         return direction * radius.view(-1, *([1] * (len(shape) - 1)))
     raise ValueError(f"no random start for norm {norm!r}")
 

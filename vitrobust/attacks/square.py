@@ -59,11 +59,15 @@ class Square(Attack):
     def perturb(self, model, images, labels, generator):
         n, c, h, w = images.shape
         eps = self.eps
-        signs = lambda *shape: torch.randint(0, 2, shape, generator=generator).to(images) * 2 - 1  # noqa: E731
+        # draws come from the CPU generator in the same order on every device, then move
+        draw = lambda high, shape: torch.randint(0, high, shape, generator=generator,  # noqa: E731
+                                                 device=generator.device).to(images.device)
+        signs = lambda *shape: draw(2, shape).to(images) * 2 - 1  # noqa: E731
         x = (images + eps * signs(n, c, 1, w)).clamp(0, 1)      # vertical stripes
         margin = _margin(model(x), labels)
         batch = ActiveBatch(images, labels, x=x, margin=margin)
-        rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+        rows = torch.arange(h, device=images.device).view(1, h, 1)
+        cols = torch.arange(w, device=images.device).view(1, 1, w)
         for it in range(self.n_queries):
             if self.early_stop:
                 fooled = batch.state["margin"] < 0
@@ -72,8 +76,8 @@ class Square(Attack):
                     return batch.out
             m = len(batch)
             side = max(1, min(h, w, int(round(math.sqrt(p_schedule(self.p_init, it, self.n_queries) * h * w)))))
-            top = torch.randint(0, h - side + 1, (m,), generator=generator).view(m, 1, 1)
-            left = torch.randint(0, w - side + 1, (m,), generator=generator).view(m, 1, 1)
+            top = draw(h - side + 1, (m,)).view(m, 1, 1)
+            left = draw(w - side + 1, (m,)).view(m, 1, 1)
             window = ((rows >= top) & (rows < top + side) & (cols >= left) & (cols < left + side))[:, None]
             x0, cur = batch.images, batch.state["x"]
             # inside the window: the clean pixel + a fresh +-eps per channel; outside: unchanged

@@ -14,6 +14,7 @@ import hashlib
 import torch
 from torch import nn
 
+from ..device import home_device
 from ..zoo.wrapper import ModelInfo, ModelWrapper
 
 
@@ -48,7 +49,10 @@ def straight_through(target: ModelWrapper, surrogate: ModelWrapper) -> ModelWrap
                      meta={**src.meta, "strategy": "straight-through", "gradient_from": surrogate.name},
                      recipe=dict(src.recipe),
                      weight_hash=combined_hash(src.weight_hash, surrogate.info.weight_hash))
-    return ModelWrapper(StraightThrough(target, surrogate), info, (0.0,) * 3, (1.0,) * 3).eval()
+    # the identity normalization lives beside the surrogate, where the gradient is computed (a
+    # CPU-pinned INT8 target is reached through its own wrapper's device move)
+    return ModelWrapper(StraightThrough(target, surrogate), info, (0.0,) * 3, (1.0,) * 3,
+                        device=home_device(surrogate)).eval()
 
 
 def combined_hash(*hashes: str) -> str:

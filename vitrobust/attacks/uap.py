@@ -43,10 +43,11 @@ class UAPPGD(UniversalAttack):
             raise AttackError(f"{self.name}: need epochs >= 1, fit_batch >= 1, step_size > 0")
 
     def fit(self, model, images, labels):
-        generator = torch.Generator().manual_seed(self.seed)
-        delta = torch.zeros(1, *images.shape[1:])
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        delta = torch.zeros(1, *images.shape[1:], dtype=images.dtype, device=images.device)
         for _ in range(self.epochs):
-            for batch in torch.randperm(len(images), generator=generator).split(self.fit_batch):
+            order = torch.randperm(len(images), generator=generator, device="cpu").to(images.device)
+            for batch in order.split(self.fit_batch):
                 x = images[batch]
                 grad, _ = input_gradient(model, (x + delta).clamp(0, 1), labels[batch])
                 # the gradient w.r.t. a shared delta is the sum of the per-image gradients
@@ -82,12 +83,12 @@ class UAPDeepFool(UniversalAttack):
         return torch.cat(wrong).float().mean().item()
 
     def fit(self, model, images, labels):
-        generator = torch.Generator().manual_seed(self.seed)
-        delta = torch.zeros(1, *images.shape[1:])
+        generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        delta = torch.zeros(1, *images.shape[1:], dtype=images.dtype, device=images.device)
         for _ in range(self.passes):
             # Sequential by definition: each image sees the v its predecessors built, so this
             # loop is per image (fit time only, never a scoring path).
-            order = torch.randperm(len(images), generator=generator)
+            order = torch.randperm(len(images), generator=generator, device="cpu")
             for i in order.tolist():
                 x, y = images[i : i + 1], labels[i : i + 1]
                 with torch.inference_mode():

@@ -15,6 +15,11 @@ Every image is then scored as a deployed single-image request would be, whatever
 attack or the engine chooses. It costs one call per image (cheap for the default zoo; about N
 times the per-call overhead in general).
 
+Devices: torch has no CUDA kernels for dynamic INT8, so the model is pinned to the CPU
+(``ModelInfo.pinned_device``): :func:`vitrobust.device.place` never moves it, and its
+:class:`~vitrobust.zoo.wrapper.ModelWrapper` moves inputs from the run's device to the CPU and
+the logits back, so attacks and scoring on CUDA reach it unchanged.
+
 Gradients: quantized linears have none (torch only warns and returns nothing). The wrapper says
 ``differentiable=False`` so gradient attacks are refused up front, and a backward through the
 INT8 net raises :class:`Int8GradientError` instead of silently producing zero / None. The
@@ -66,7 +71,8 @@ class BatchInvariant(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        # CPU autocast (--vitrobust-precision bf16 on the CPU) must not reach quantized kernels
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
             out = torch.cat([self.net(image) for image in x.split(1)])
         if torch.is_grad_enabled() and x.requires_grad:
             out = _NoBackward.apply(x, out)
@@ -105,6 +111,7 @@ def apply(base: ModelWrapper, *, name: str, progress: bool = True) -> ModelWrapp
     start = time.perf_counter()
     net = BatchInvariant(quantize_net(base.net))
     model = variant_wrapper(name, base, net, differentiable=False, meta=META).eval()
+    model.info.pinned_device = "cpu"   # never moved to CUDA; its wrapper moves inputs and logits
     model.info.weight_hash = int8_state_hash(model.net.state_dict())
     model.info.build_seconds = time.perf_counter() - start
     return model

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import Dataset
+from ..device import home_device, place, training_device
 from .wrapper import ModelWrapper
 
 LossFn = Callable[[ModelWrapper, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -28,12 +29,14 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 2) -> t
     """Random translation by up to ``pad`` pixels (zero fill), the whole batch in one gather."""
     n, _, h, w = images.shape
     padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None]).view(n, 1, h, 1).expand(n, 3, h, w + 2 * pad)
-    out = padded.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(w)[None]).view(n, 1, 1, w).expand(n, 3, h, w)
-    return out.gather(3, cols)
+    # shifts come from the (CPU) generator in the same order on every device, then move
+    where = generator.device
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=where)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=where)
+    rows = (dy[:, None] + torch.arange(h, device=where)[None]).view(n, 1, h, 1)
+    out = padded.gather(2, rows.to(images.device).expand(n, 3, h, w + 2 * pad))
+    cols = (dx[:, None] + torch.arange(w, device=where)[None]).view(n, 1, 1, w)
+    return out.gather(3, cols.to(images.device).expand(n, 3, h, w))
 
 
 def _param_groups(model: ModelWrapper, params) -> list:
@@ -54,7 +57,8 @@ def _param_groups(model: ModelWrapper, params) -> list:
 
 
 def fit(model: ModelWrapper, train: Dataset, recipe: dict, *, loss_fn: LossFn | None = None,
-        params=None, desc: str = "train", progress: bool = True) -> float:
+        params=None, desc: str = "train", progress: bool = True, device=None,
+        companions: tuple = ()) -> float:
     """Train ``model`` in place with AdamW and a warmup-cosine schedule; return the last loss.
 
     ``params``: ``None`` (all of ``model``'s parameters), an iterable of tensors (all at
@@ -62,11 +66,29 @@ def fit(model: ModelWrapper, train: Dataset, recipe: dict, *, loss_fn: LossFn | 
     a group without its own ``lr`` uses ``recipe["lr"]``. Every group's lr follows the same
     warmup-cosine schedule (LambdaLR scales each group's initial lr). Parameters that do not
     require grad are dropped, and groups left empty with them.
+
+    Training runs on ``device``, by default :func:`vitrobust.device.training_device` (the run's
+    device, set by the engine and the CLI because ``zoo.load_model`` takes none). The model and
+    its ``companions`` (teachers a loss calls) are moved there and back to where they were, so
+    the weights cached and hashed afterwards are where the zoo keeps them. Batches are drawn
+    from the same CPU generator on every device: the order and the shifts do not depend on it.
     """
+    device = torch.device(device) if device is not None else training_device()
+    moved = [(m, home_device(m)) for m in (model, *companions)]
+    for module, _ in moved:
+        place(module, device)
+    try:
+        return _fit(model, train, recipe, loss_fn, params, desc, progress, device)
+    finally:
+        for module, home in moved:
+            place(module, home)
+
+
+def _fit(model, train, recipe, loss_fn, params, desc, progress, device) -> float:
     epochs = int(recipe.get("epochs", 10))
     batch_size = int(recipe.get("batch_size", 64))
     warmup = float(recipe.get("warmup_epochs", 0))
-    generator = torch.Generator().manual_seed(int(recipe.get("seed", 0)))
+    generator = torch.Generator(device="cpu").manual_seed(int(recipe.get("seed", 0)))
     torch.manual_seed(int(recipe.get("seed", 0)))
     loss_fn = loss_fn or cross_entropy_loss(float(recipe.get("label_smoothing", 0.0)))
     optimizer = torch.optim.AdamW(_param_groups(model, params), lr=float(recipe.get("lr", 1e-3)),
@@ -85,12 +107,12 @@ def fit(model: ModelWrapper, train: Dataset, recipe: dict, *, loss_fn: LossFn | 
     last = float("nan")
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
     for _ in bar:
-        order = torch.randperm(len(train), generator=generator)
+        order = torch.randperm(len(train), generator=generator, device="cpu")
         for batch in order.split(batch_size):
-            images = train.images[batch]
+            images = train.images[batch].to(device)
             if recipe.get("augment", True):
                 images = augment(images, generator)
-            loss = loss_fn(model, images, train.labels[batch])
+            loss = loss_fn(model, images, train.labels[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

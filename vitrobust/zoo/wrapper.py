@@ -25,6 +25,9 @@ class ModelInfo:
     # what the ``straight-through`` and bare ``transfer`` strategies attack. Declared by the
     # compression that built it (``register_compression(..., surrogate="parent")``); None: none.
     surrogate: str | None = None
+    # The device this model must compute on whatever the run's device ("cpu" for dynamic INT8,
+    # which has no CUDA kernels); None: it goes where the run goes (vitrobust.device.place).
+    pinned_device: str | None = None
 
 
 class ModelWrapper(nn.Module):
@@ -32,14 +35,20 @@ class ModelWrapper(nn.Module):
 
     Distilled DeiT returns (class-head, distillation-head) logits while training; at evaluation
     they are averaged here, so attacks always see a single (N, C) tensor.
+
+    Inputs on another device than the model's (its normalization buffers say where it lives)
+    are moved in and the logits moved back: that is how a CPU-pinned INT8 model serves an attack
+    running on CUDA, and how a teacher left on the CPU serves a student trained on CUDA. Both
+    moves are differentiable. On one device nothing moves and nothing changes.
     """
 
-    def __init__(self, net: nn.Module, info: ModelInfo, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+    def __init__(self, net: nn.Module, info: ModelInfo, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                 device: torch.device | str = "cpu"):
         super().__init__()
         self.net = net
         self.info = info
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1))
 
     @property
     def name(self) -> str:
@@ -56,6 +65,12 @@ class ModelWrapper(nn.Module):
         return (images - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        home = self.mean.device
+        if images.device != home:
+            return self._logits(images.to(home)).to(images.device)
+        return self._logits(images)
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
         out = self.net(self.normalize(images))
         if isinstance(out, (tuple, list)):
             out = sum(out) / len(out)
