@@ -116,7 +116,8 @@ def _predictor_lg(i: int, dim: int) -> dict:
 
 
 # The release has DeiT-S at 0.7, 0.6 and 0.5: one layout, so two rates cover it.
-@pytest.mark.parametrize("rho, kept", [(0.7, [138, 97, 68]), (0.5, [98, 49, 25])])
+# Kept tokens as the release counts them: int(rho**k * 196) (0.7: 137.2, 96.04, 67.2).
+@pytest.mark.parametrize("rho, kept", [(0.7, [137, 96, 67]), (0.5, [98, 49, 24])])
 def test_official_dynamicvit_deit_s_checkpoint_loads_instead_of_training(tmp_path, monkeypatch, rho, kept):
     shapes = _shapes("deit_small_patch16_224")
     for i in range(3):
@@ -131,6 +132,7 @@ def test_official_dynamicvit_deit_s_checkpoint_loads_instead_of_training(tmp_pat
     own = model.net.state_dict()
     assert own.keys() == state.keys() and all(torch.equal(own[k], state[k]) for k in state)
     assert model.info.meta["weights"] == f"checkpoint {path}" and model.info.num_classes == 1000
+    assert model.info.meta["tokens_kept"] == kept
     from vitrobust.in_effect import token_keep_ratios
     assert token_keep_ratios(model, torch.rand(1, 3, 224, 224)) == pytest.approx([k / 196 for k in kept])
 

@@ -3,7 +3,8 @@
 Three prediction modules sit before the blocks at ``depth * k // 4`` (k = 1, 2, 3; depth 12 ->
 3, 6, 9 as in the paper; depth 8 -> 2, 4, 6; 6 -> 1, 3, 4; 4 -> 1, 2, 3). Stage k keeps
 ``ceil(rho**k * N)`` of the N patch tokens (ceil, so any rho > 0 keeps at least one token; the
-official code floors); class / distillation tokens are always kept.
+official code floors, and so does a variant loaded from a checkpoint, which comes from that code);
+class / distillation tokens are always kept.
 
 - Training (the paper's recipe): hard Gumbel-softmax keep decisions, multiplied stage by stage;
   dropped tokens stay in the tensor but are masked out of every later attention softmax (each
@@ -70,9 +71,11 @@ def prune_locations(depth: int) -> list[int]:
     return locs
 
 
-def tokens_to_keep(num_patches: int, ratio: float) -> int:
-    """``ceil(ratio * num_patches)`` (rounded first so 64 * 0.5**3 is exactly 8)."""
-    return max(1, math.ceil(round(num_patches * ratio, 6)))
+def tokens_to_keep(num_patches: int, ratio: float, floor: bool = False) -> int:
+    """``ceil(ratio * num_patches)`` (rounded first so 64 * 0.5**3 is exactly 8); ``floor``: the
+    official release's ``int(ratio * num_patches)``, for its checkpoints (see :func:`apply`)."""
+    exact = round(num_patches * ratio, 6)
+    return max(1, math.floor(exact) if floor else math.ceil(exact))
 
 
 class ScorePredictor(nn.Module):
@@ -150,6 +153,7 @@ class TokenPruningMixin:
         self.prune_locations = prune_locations(len(self.blocks))
         self.token_ratios = [self.keep_rate ** k for k in range(1, NUM_STAGES + 1)]
         self.pruning_outputs = None
+        self.floor_tokens = False   # True for checkpoints of the official release (see apply)
         dim = self.embed_dim
         self.score_predictor = nn.ModuleList(ScorePredictor(dim) for _ in self.prune_locations)
         # Seeded init (official: trunc-normal 0.02, zero bias): a rebuilt variant is the same model.
@@ -168,7 +172,7 @@ class TokenPruningMixin:
     @property
     def tokens_kept(self) -> list[int]:
         n = self.patch_embed.num_patches
-        return [tokens_to_keep(n, r) for r in self.token_ratios]
+        return [tokens_to_keep(n, r, self.floor_tokens) for r in self.token_ratios]
 
     def tokens_per_block(self) -> list[int]:
         """Tokens (prefix tokens included) each block sees at evaluation."""
@@ -212,7 +216,7 @@ class TokenPruningMixin:
             if stage < len(self.prune_locations) and i == self.prune_locations[stage]:
                 tokens = x[:, p:]
                 score = self.score_predictor[stage](tokens, tokens.new_ones(*tokens.shape[:2], 1))[..., 0]
-                k = tokens_to_keep(n0, self.token_ratios[stage])
+                k = tokens_to_keep(n0, self.token_ratios[stage], self.floor_tokens)
                 # Keep the spatial order of the survivors (sorted indices): only which tokens
                 # survive matters to the blocks, but an ordered set is easier to inspect.
                 idx = score.topk(k, dim=1).indices.sort(dim=1).values
@@ -318,5 +322,12 @@ def apply(base: ModelWrapper, *, name: str, progress: bool = True, keep_rate: fl
     recipe = variant_recipe(base, PRUNE_RECIPE)
     meta = {"compression": "prune", "keep_rate": float(keep_rate),
             "prune_locations": list(net.prune_locations), "tokens_kept": net.tokens_kept}
-    return trained_variant(name, base, net, recipe, train_pruned(base, recipe, name, progress),
-                           meta=meta, progress=progress)
+    model = trained_variant(name, base, net, recipe, train_pruned(base, recipe, name, progress),
+                            meta=meta, progress=progress)
+    if model.info.meta.get("weights", "").startswith("checkpoint"):
+        # A user's DynamicViT checkpoint comes from the official code, which keeps
+        # int(rho**k * N) tokens: count them as it does (0.7 on 196: 137/96/67, not 138/97/68).
+        model.net.floor_tokens = True
+        model.info.meta["tokens_kept"] = model.net.tokens_kept
+        model.info.meta["token_rounding"] = "floor, as the official release"
+    return model
