@@ -54,7 +54,7 @@ def resolve_device(text: str | None = None):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise DeviceError(f"device {value!r} asked for, but torch sees no CUDA GPU here; "
-                          f"use --vitrobust-device cpu (or auto)")
+                          f"use cpu or auto instead")
     device = torch.device(value)
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
