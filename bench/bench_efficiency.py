@@ -27,7 +27,7 @@ def main():
     args = parser.parse_args()
 
     names = [args.arch + suffix for suffix in VARIANTS]
-    models = [load_model(name, progress=False) for name in names]
+    models = [load_model(name, progress=False, random_weights=True) for name in names]
     speeds = metrics.throughput_side_by_side(models, rounds=args.rounds)
     dense = models[0]
     dense_gflops, dense_mb = metrics.gflops(dense), metrics.size_mb(dense)

@@ -88,7 +88,8 @@ def _measure_one(name: str, input_size: int | None, device=None) -> dict:
     from .device import home_device, place
     from .zoo import load_model
 
-    model = place(load_model(name), device) if device is not None else load_model(name)
+    model = load_model(name, random_weights=True)   # size, FLOPs, speed: weights do not matter
+    model = place(model, device) if device is not None else model
     record = {"model": name, **metrics.efficiency(model, input_size), "device": str(home_device(model))}
     for key, digits in (("size_mb", 3), ("gflops", 4), ("throughput", 1)):
         record[key] = round(record[key], digits)

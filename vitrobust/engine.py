@@ -40,6 +40,7 @@ from .stats import wilson_interval
 from .verdict import Verdict, decide
 from .zoo import load_model
 from .zoo.cache import cache_root
+from .zoo.checkpoints import check_class_count
 from .zoo.config import ZooConfig
 from .zoo.wrapper import ModelWrapper
 
@@ -153,6 +154,7 @@ class Engine:
         key = (ModelName(name), data_slice.key)
         if key not in self._clean:
             data = self.data(data_slice, self.model(name).info.input_size)
+            check_class_count(self.model(name), data.num_classes, data_slice.source)
             self._clean[key] = self._correct(name, data.images, data.labels)
         return self._clean[key]
 
@@ -258,6 +260,7 @@ class Engine:
     def record_parts(self) -> dict:
         """Models, measurements, artifacts, warnings and cache counts for the run record."""
         self._compare_attack_kinds()
+        self._check_compressions_in_effect()
         for (name, _), clean in self._clean.items():   # the last slice a model was scored on
             if name in self.model_records:
                 self.model_records[name].clean_acc = float(clean.mean())
@@ -266,6 +269,16 @@ class Engine:
                 "artifacts": dict(self.artifacts), "warnings": list(self.warnings),
                 "cache": {"adversarial_generated": stats["generated"],
                           "adversarial_reused": stats["reused"]}}
+
+    def _check_compressions_in_effect(self) -> None:
+        """Warn where a compression is not in effect (INT8 without quantized layers, pruning that
+        keeps every token, ...). At the end of the run, against the parent where the session
+        built it, so no model is built only for this."""
+        from .in_effect import in_effect_warnings
+
+        for name, model in list(self._models.items()):
+            if name.suffixes:
+                self._warn(in_effect_warnings(model, self._models.get(name.parent)), name)
 
     def _compare_attack_kinds(self) -> None:
         """Warn where a black-box attack beat the white-box ones of its budget (per model and

@@ -37,7 +37,8 @@ ADVTRAIN_RECIPE = {"epochs": 5, "lr": 1e-3, "batch_size": 64, "weight_decay": 0.
 def pgd_linf(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor, eps: float, steps: int,
              step_size: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """L-inf PGD with random start; returns detached adversarial pixels in [0, 1]."""
-    delta = (torch.rand(images.shape, generator=generator) * 2 - 1) * eps
+    draw_on = generator.device if generator is not None else images.device   # the generator's device draws
+    delta = ((torch.rand(images.shape, generator=generator, device=draw_on) * 2 - 1) * eps).to(images.device)
     delta = (images + delta).clamp(0, 1) - images
     for _ in range(steps):
         delta.requires_grad_(True)
