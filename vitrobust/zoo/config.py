@@ -51,11 +51,7 @@ class ZooConfig:
             raw = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ZooConfigError(f"{path}: cannot read zoo config ({exc.__class__.__name__})") from None
-        if not isinstance(raw, dict):
-            raise ZooConfigError(f"{path}: a zoo config is a mapping with keys {', '.join(ZOO_KEYS)}")
-        unknown = sorted(set(raw) - set(ZOO_KEYS), key=str)
-        if unknown:
-            raise ZooConfigError(f"{path}: unknown key {unknown[0]!r} (known: {', '.join(ZOO_KEYS)})")
+        _known_keys(raw, ZOO_KEYS, str(path))
         models = raw.get("models") or {}
         if not isinstance(models, dict):
             raise ZooConfigError(f"{path}: models: must be a mapping name -> {{{', '.join(ENTRY_KEYS)}}}")
@@ -88,17 +84,22 @@ def _source(entry: dict) -> ModelSource:
                        train.get("epochs"))
 
 
+def _known_keys(mapping, known: tuple, where: str) -> None:
+    """``mapping`` is a dict whose keys are all in ``known``, or a one-line error at ``where``."""
+    if not isinstance(mapping, dict):
+        raise ZooConfigError(f"{where}: must be a mapping with keys {', '.join(known)}")
+    extra = sorted(set(mapping) - set(known), key=str)
+    if extra:
+        raise ZooConfigError(f"{where}: unknown key {extra[0]!r} (known: {', '.join(known)})")
+
+
 def _check_entry(path: Path, alias, entry) -> None:
     where = f"{path}: models.{alias}"
     try:
         name = ModelName(str(alias))
     except ModelNameError as exc:
         raise ZooConfigError(f"{where}: {exc}") from None
-    if not isinstance(entry, dict):
-        raise ZooConfigError(f"{where}: must be a mapping with keys {', '.join(ENTRY_KEYS)}")
-    extra = sorted(set(entry) - set(ENTRY_KEYS), key=str)
-    if extra:
-        raise ZooConfigError(f"{where}: unknown key {extra[0]!r} (known: {', '.join(ENTRY_KEYS)})")
+    _known_keys(entry, ENTRY_KEYS, where)
     for key in ("arch", "checkpoint"):
         if key in entry and not (isinstance(entry[key], str) and entry[key]):
             raise ZooConfigError(f"{where}.{key}: must be a non-empty string")
@@ -125,9 +126,7 @@ def _check_train(where: str, name: ModelName, entry: dict) -> None:
                              "give a base model its checkpoint")
     if not isinstance(train, dict) or not train:
         raise ZooConfigError(f"{where}.train: must be a mapping like {{epochs: 3}}")
-    extra = sorted(set(train) - set(TRAIN_KEYS), key=str)
-    if extra:
-        raise ZooConfigError(f"{where}.train: unknown key {extra[0]!r} (known: {', '.join(TRAIN_KEYS)})")
+    _known_keys(train, TRAIN_KEYS, f"{where}.train")
     epochs = train.get("epochs")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ZooConfigError(f"{where}.train.epochs: must be a positive integer, got {epochs!r}")
