@@ -69,9 +69,11 @@ def token_keep_ratios(model, images: torch.Tensor, batch_size: int = 64) -> list
 
 def keep_ratio(model, images: torch.Tensor) -> float:
     """Mean over pruning stages of the measured kept fraction (1.0 for an unpruned model); the
-    per-stage fractions go to ``model.info.meta["keep_ratio_per_stage"]`` for the report."""
+    per-stage fractions of a pruned model go to ``model.info.meta["keep_ratio_per_stage"]`` for
+    the report (an unpruned model's metadata is left as it is)."""
     ratios = token_keep_ratios(model, images)
-    model.info.meta["keep_ratio_per_stage"] = [round(r, 4) for r in ratios]
+    if ratios:
+        model.info.meta["keep_ratio_per_stage"] = [round(r, 4) for r in ratios]
     return sum(ratios) / len(ratios) if ratios else 1.0
 
 
