@@ -289,3 +289,17 @@ def test_a_report_json_of_vitrobust_0_1_is_read_and_reported(tmp_path):
     paths = write_reports(run, tmp_path)
     assert RunRecord.from_dict(json.loads(paths["json"].read_text())).checks == make_run().checks
     assert terminal_summary(run).startswith("vitrobust run old-dict: 5 passed")
+
+
+def test_reports_say_where_each_model_ran_and_at_what_precision(tmp_path):
+    run = make_run("dev")
+    run.config.device, run.config.precision = "cuda:1", "bf16"
+    name = next(iter(run.models))
+    run.models[name].device = "cpu"          # e.g. an INT8 model pinned to the CPU
+    paths = write_reports(run, tmp_path)
+    page, md = paths["html"].read_text(), paths["md"].read_text()
+    assert "device=cuda:1" in page and "precision=bf16" in page
+    cells = {line.split("|")[1].strip(): line.split("|")[2].strip()
+             for line in md.splitlines() if line.startswith("| ") and line.split("|")[1].strip() in run.models}
+    assert cells[name] == "cpu"
+    assert [cells[n] for n in run.models if n != name] == ["cuda:1"] * (len(run.models) - 1)

@@ -16,7 +16,7 @@ from .record import CheckRecord, MeasurementRecord, RunRecord, RunWarning
 from .stats import wilson_interval
 
 OUTCOME_ORDER = ("passed", "failed", "xfailed", "xpassed", "skipped", "error")
-MODEL_HEADERS = ("model", "params", "size MB", "GFLOPs", "throughput img/s", "clean acc", "meta")
+MODEL_HEADERS = ("model", "device", "params", "size MB", "GFLOPs", "throughput img/s", "clean acc", "meta")
 
 
 def fmt(value) -> str:
@@ -80,7 +80,8 @@ def params_text(params) -> str:
 def config_text(run: RunRecord) -> str:
     c = run.config
     return params_text({"data": c.data, "zoo": c.zoo, "max_images": c.max_images,
-                        "confidence": c.confidence, "args": " ".join(map(str, c.args))})
+                        "confidence": c.confidence, "device": c.device, "precision": c.precision,
+                        "batch_size": c.batch_size, "args": " ".join(map(str, c.args))})
 
 
 def check_values(run: RunRecord, check: CheckRecord) -> list[tuple[str, str]]:
@@ -135,8 +136,8 @@ def warning_text(w: RunWarning) -> str:
 
 
 def model_rows(run: RunRecord) -> list[tuple]:
-    return [(name, fmt(m.params), fmt(m.size_mb), fmt(m.gflops), fmt(m.throughput),
-             fmt(m.clean_acc), params_text(m.meta)) for name, m in run.models.items()]
+    return [(name, m.device or run.config.device, fmt(m.params), fmt(m.size_mb), fmt(m.gflops),
+             fmt(m.throughput), fmt(m.clean_acc), params_text(m.meta)) for name, m in run.models.items()]
 
 
 def meas_headers(run: RunRecord) -> tuple:
