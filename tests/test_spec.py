@@ -302,3 +302,15 @@ def test_expansion_counts(tmp_path_factory, sizes, keeps, use_keep):
     cells = len(sizes) * len(keeps) if use_keep else len(sizes)
     assert len(spec.checks) == cells + 1           # expanded over the placeholders it names
     assert len({c.text for c in spec.checks}) == len(spec.checks)
+
+
+def test_a_spec_without_attacks_needs_no_attacks_block(tmp_path):
+    from vitrobust.spec import load_spec_file
+
+    path = tmp_path / "sizes.yaml"
+    path.write_text("id: sizes\nabout: no attack anywhere\nchecks:\n  - size_mb(a:int8) < size_mb(a)\n")
+    [spec] = load_spec_file(path)
+    assert spec.attacks == {} and len(spec.checks) == 1
+    path.write_text("id: sizes\nabout: an attack nobody declared\nchecks:\n  - asr(a, pgd) > 0\n")
+    with pytest.raises(SpecError, match=r"sizes.yaml:4: .*unknown attack alias 'pgd' \(the spec has no attacks: block\)"):
+        load_spec_file(path)

@@ -7,7 +7,8 @@ A spec file holds one spec (a mapping) or a list of them::
     id: quantization                       # required, [a-z0-9_-]+
     about: INT8 makes DeiT easier to attack (paper 7.2)    # required
     data: {source: digits, split: test, limit: 450}       # optional, see below
-    attacks:                               # required: alias -> {name: registry name, ...params}
+    attacks:                               # alias -> {name: registry name, ...params}; optional
+                                           # when no check names an attack
       sp: {name: salt_and_pepper, steps: 100, eps: 4.0, norm: l2}
       pgd: {name: pgd, eps: 8/255, steps: 10, strategy: straight-through}
     matrix: {size: [tiny, small, base]}    # optional; {size} in checks is expanded
@@ -83,14 +84,17 @@ def _parse_spec(m: dict, where: Where, known_models, check_attack) -> Spec:
         if key not in SPEC_KEYS:
             raise where.error(key_line(m, key, line), "",
                               f"unknown key {key!r} (known: {known(SPEC_KEYS)}){suggest(key, SPEC_KEYS)}")
-    for key in ("id", "about", "attacks", "checks"):
+    for key in ("id", "about", "checks"):
         if m.get(key) is None:
             raise where.error(line, "", f"missing field {key!r}")
     about = m["about"]
     if not isinstance(about, str) or not about.strip():
         raise where.error(value_line(m, "about", line), "about", "must be a non-empty string")
     data = parse_data(m.get("data"), where, value_line(m, "data", line))
-    attacks = parse_attacks(m["attacks"], where, value_line(m, "attacks", line), known_models, check_attack)
+    # a spec whose checks name no attack (sizes, FLOPs, accuracy) needs no attacks: block; a
+    # check that names one it does not declare is refused with the declared ones
+    attacks = {} if "attacks" not in m else \
+        parse_attacks(m["attacks"], where, value_line(m, "attacks", line), known_models, check_attack)
     matrix = parse_matrix(m.get("matrix"), where, value_line(m, "matrix", line))
     confidence = parse_confidence(m, where, line)
     inconclusive = parse_choice(m.get("inconclusive", defaults.INCONCLUSIVE), defaults.INCONCLUSIVE_POLICIES,

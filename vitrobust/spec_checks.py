@@ -107,7 +107,8 @@ def _parse(text: str, where: Where, line: int, label: str, attacks: dict, known_
     for m in measures(node):
         for alias in (m.attack.names if m.attack is not None else ()):
             if alias not in attacks:
-                raise where.error(line, label, f"unknown attack alias {alias!r} (declared: {known(attacks)})")
+                declared = f"declared: {known(attacks)}" if attacks else "the spec has no attacks: block"
+                raise where.error(line, label, f"unknown attack alias {alias!r} ({declared})")
         if known_models is not None:
             for model in (m.source, m.model):
                 if model is not None and not known_models(model):
