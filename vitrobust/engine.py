@@ -153,8 +153,9 @@ class Engine:
         """Per image: is ``name`` right on the clean image?"""
         key = (ModelName(name), data_slice.key)
         if key not in self._clean:
-            data = self.data(data_slice, self.model(name).info.input_size)
-            check_class_count(self.model(name), data.num_classes, data_slice.source)
+            model = self.model(name)
+            data = self.data(data_slice, model.info.input_size)
+            check_class_count(model, data.num_classes, data_slice.source)
             self._clean[key] = self._correct(name, data.images, data.labels)
         return self._clean[key]
 
@@ -197,15 +198,14 @@ class Engine:
             if not isinstance(observation, Observation):
                 observation = Observation(float(observation), None)
             self._memo[key] = observation
-            self._record(measure, observation, scope, spec_id, confidence or self.confidence)
+            self._record(measure, observation, scope, configs, spec_id, confidence or self.confidence)
         return self._memo[key]
 
-    def _record(self, measure, observation: Observation, scope: "_Scope", spec_id: str,
-                confidence: float) -> None:
+    def _record(self, measure, observation: Observation, scope: "_Scope", configs: tuple,
+                spec_id: str, confidence: float) -> None:
         record = MeasurementRecord(key=measure.key, kind=measure.kind, value=observation.value,
                                    spec=spec_id, source=measure.source, target=measure.model,
                                    data=scope.data_slice.key)
-        configs = scope.configs(measure)
         if configs:
             source = measure.source or measure.model
             sets = [self.adversarial.get(ModelName(source), c, scope.data_slice) for c in configs]
