@@ -35,7 +35,7 @@ from .errors import VitrobustError
 from .expr import measures as measures_of
 from .measures import Observation, measure_kind
 from .names import ModelName
-from .record import MeasurementRecord, ModelRecord, RunWarning
+from .record import DataRecord, MeasurementRecord, ModelRecord, RunWarning
 from .stats import wilson_interval
 from .verdict import Verdict, decide
 from .zoo import load_model
@@ -59,7 +59,7 @@ class Engine:
                  adv_cache_dir: str | Path | None = None, progress: bool = True,
                  confidence: float = defaults.CONFIDENCE, max_images: int | None = None,
                  device: str | None = None, precision: str | None = None,
-                 batch_size: int = SCORE_BATCH):
+                 batch_size: int = SCORE_BATCH, skip_bad_images: bool = False):
         self.zoo = zoo or ZooConfig()
         # device None: $VITROBUST_DEVICE, else auto. Training follows it: load_model takes no
         # device, so zoo.train.fit reads the process-wide setting made here.
@@ -69,6 +69,7 @@ class Engine:
         set_training_device(self.device)
         self._batches: dict[str, int] = {}   # per model: the scoring batch after OOM halvings
         self.max_images = max_images   # caps every spec's image count (a quick smoke run)
+        self.skip_bad_images = skip_bad_images   # skip (and record) unreadable folder images
         self.data_source = data_source or self.zoo.data or defaults.DATA_SOURCE
         self.progress = progress
         self.confidence = confidence
@@ -77,6 +78,7 @@ class Engine:
                                            device=self.device, precision=self.precision)
         self._models: dict[ModelName, ModelWrapper] = {}
         self._data: dict[tuple, object] = {}
+        self.data_records: dict[str, DataRecord] = {}
         self._clean: dict[tuple, np.ndarray] = {}
         self._fooled: dict[tuple, np.ndarray] = {}
         self._memo: dict[tuple, Observation] = {}
@@ -138,8 +140,17 @@ class Engine:
     def data(self, data_slice: DataSlice, image_size: int):
         key = (data_slice.source, data_slice.split, data_slice.limit, image_size)
         if key not in self._data:
-            self._data[key] = load_dataset(data_slice.source, data_slice.split, data_slice.limit,
-                                           image_size=image_size)
+            self._data[key] = data = load_dataset(
+                data_slice.source, data_slice.split, data_slice.limit, image_size=image_size,
+                skip_bad=self.skip_bad_images, progress=self.progress)
+            if data_slice.key not in self.data_records:
+                self.data_records[data_slice.key] = DataRecord(
+                    data_slice.key, data_slice.source, data_slice.split, data_slice.limit, len(data),
+                    len(set(data.labels.tolist())), data.num_classes, data.fingerprint,
+                    list(data.ids), list(data.skipped))
+                if data.skipped:
+                    self.warnings.append(RunWarning("skipped-images", f"{data_slice.key}: skipped "
+                                                    f"{len(data.skipped)} unreadable image(s), e.g. {data.skipped[0]}"))
         return self._data[key]
 
     def data_slice(self, spec_data: dict | None) -> DataSlice:
@@ -267,6 +278,7 @@ class Engine:
         stats = self.adv_cache.stats
         return {"models": dict(self.model_records), "measurements": list(self.measurements.values()),
                 "artifacts": dict(self.artifacts), "warnings": list(self.warnings),
+                "data": dict(self.data_records),
                 "cache": {"adversarial_generated": stats["generated"],
                           "adversarial_reused": stats["reused"]}}
 

@@ -56,6 +56,9 @@ def pytest_addoption(parser):
                          "cuda:N (default: $VITROBUST_DEVICE, else auto); dynamic INT8 always runs on the CPU")
     group.addoption("--vitrobust-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                     help="autocast precision of model calls on that device (default fp32: no autocast)")
+    group.addoption("--vitrobust-skip-bad-images", action="store_true",
+                    help="skip unreadable images of a data folder (listed and counted in the report) "
+                         "instead of stopping at the first")
 
 
 def _positive_int(text: str) -> int:
@@ -129,7 +132,8 @@ class VitrobustSession:
                 progress=not option("vitrobust_no_progress"),
                 confidence=option("vitrobust_confidence") or defaults.CONFIDENCE,
                 max_images=option("vitrobust_max_images"), device=option("vitrobust_device"),
-                precision=option("vitrobust_precision"))
+                precision=option("vitrobust_precision"),
+                skip_bad_images=option("vitrobust_skip_bad_images"))
         return self._engine
 
     # -- collection ---------------------------------------------------------------------------

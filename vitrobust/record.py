@@ -77,6 +77,22 @@ class MeasurementRecord:
 
 
 @dataclass
+class DataRecord:
+    """One data slice a run scored: which images, by id, in the order of every ``outcomes``."""
+
+    key: str                                   # the slice, e.g. folder:/data/val[:1000]
+    source: str = ""
+    split: str = ""
+    limit: Optional[int] = None
+    images: int = 0                            # scored (after any skipped)
+    classes: int = 0                           # classes among the images scored
+    num_classes: int = 0                       # classes of the source
+    fingerprint: str = ""                      # content hash (part of the adversarial cache key)
+    ids: list = field(default_factory=list)    # <class>/<file> for folders, indices for digits
+    skipped: list = field(default_factory=list)  # "id: reason" (--vitrobust-skip-bad-images)
+
+
+@dataclass
 class CheckRecord:
     """One check (one pytest item): its verdict and its pytest outcome."""
 
@@ -139,6 +155,7 @@ class RunRecord:
     artifacts: dict = field(default_factory=dict)       # name -> path (UAP perturbations, ...)
     warnings: list = field(default_factory=list)        # RunWarning
     cache: dict = field(default_factory=dict)           # adversarial_generated / _reused
+    data: dict = field(default_factory=dict)            # slice key -> DataRecord
 
     def to_dict(self) -> dict:
         """The JSON-able form (``report.json``)."""
@@ -154,6 +171,8 @@ class RunRecord:
         raw["measurements"] = [_build(MeasurementRecord, m) for m in raw.get("measurements") or []]
         raw["checks"] = [_build(CheckRecord, c) for c in raw.get("checks") or []]
         raw["warnings"] = [_build(RunWarning, w) for w in raw.get("warnings") or []]
+        raw["data"] = {key: _build(DataRecord, {"key": key, **(d or {})})
+                       for key, d in (raw.get("data") or {}).items()}
         raw.setdefault("schema_version", 1)
         return _build(cls, raw)
 

@@ -140,6 +140,15 @@ def model_rows(run: RunRecord) -> list[tuple]:
              fmt(m.throughput), fmt(m.clean_acc), params_text(m.meta)) for name, m in run.models.items()]
 
 
+DATA_HEADERS = ("data slice", "images", "classes", "skipped (unreadable)", "fingerprint")
+
+
+def data_rows(run: RunRecord) -> list[tuple]:
+    """One row per data slice; the image ids themselves are in report.json."""
+    return [(key, d.images, f"{d.classes} of {d.num_classes}", len(d.skipped), d.fingerprint)
+            for key, d in run.data.items()]
+
+
 def meas_headers(run: RunRecord) -> tuple:
     return ("measurement", "spec", f"value {interval_label(run)}", "robust acc", "clean acc", "strategy", "data")
 

@@ -14,8 +14,8 @@ import re
 
 from .plots import Plot
 from .record import CheckRecord, RunRecord
-from .report_format import (MODEL_HEADERS, OUTCOME_ORDER, check_values, config_text,
-                            interval_label, meas_headers, meas_rows, model_rows, not_reproduced,
+from .report_format import (DATA_HEADERS, MODEL_HEADERS, OUTCOME_ORDER, check_values, config_text,
+                            data_rows, interval_label, meas_headers, meas_rows, model_rows, not_reproduced,
                             params_text, statistic, summary_counts, warning_text)
 
 _CSS = """
@@ -150,7 +150,7 @@ def html_page(run: RunRecord, plots: list[Plot] | None = None,
     ``notes`` are one-line problems met while plotting, shown with the warnings."""
     specs = run.spec_ids()
     links = [("summary", "Summary")] + [(spec_anchor(s), s) for s in specs] + [
-        ("not-reproduced", "Did not reproduce"), ("models", "Models"),
+        ("not-reproduced", "Did not reproduce"), ("models", "Models"), ("data", "Data"),
         ("measurements", "Measurements"), ("warnings", "Warnings"), ("plots", "Plots")]
     parts = _header(run)
     parts.append("<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</nav>")
@@ -159,6 +159,8 @@ def html_page(run: RunRecord, plots: list[Plot] | None = None,
     parts.append(_not_reproduced(run))
     parts.append('<section id="models"><h2>Models</h2>'
                  + _table(MODEL_HEADERS, model_rows(run)) + "</section>")
+    parts.append('<section id="data"><h2>Data</h2>'
+                 + _table(DATA_HEADERS, data_rows(run)) + "</section>")
     parts.append('<section id="measurements"><h2>Measurements</h2>'
                  + _table(meas_headers(run), meas_rows(run)) + "</section>")
     parts.append(_warnings(run, notes or []))

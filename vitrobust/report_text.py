@@ -8,7 +8,7 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from .record import RunRecord
-from .report_format import (MODEL_HEADERS, check_values, meas_headers, meas_rows, model_rows,
+from .report_format import (DATA_HEADERS, MODEL_HEADERS, data_rows, check_values, meas_headers, meas_rows, model_rows,
                             not_reproduced, outcome_line, params_text, statistic,
                             summary_counts, interval_label, warning_text)
 
@@ -70,6 +70,7 @@ def markdown(run: RunRecord, plot_files: dict[str, str] | None = None) -> str:
                    f"{c.xfail_reason or 'no reason given'} — {values}; {statistic(c)}")
     out += (["Every claim reproduced."] if not failed else []) + [""]
     out += ["## Models", "", tabulate(model_rows(run), headers=MODEL_HEADERS, tablefmt="github"),
+            "", "## Data", "", tabulate(data_rows(run), headers=DATA_HEADERS, tablefmt="github"),
             "", "## Measurements", "",
             tabulate(meas_rows(run), headers=meas_headers(run), tablefmt="github"), "",
             "## Warnings", ""]

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from ..data import load_dataset
+from ..data import open_train_split
 from ..errors import VitrobustError
 from ..names import ModelName
 from . import cache
@@ -101,7 +101,7 @@ def _load_base(entry: ModelEntry, name: str, source: ModelSource, plan: ZooPlan,
         else:
             model.info.meta["weights"] = RANDOM_WEIGHTS
     else:
-        train = load_dataset(entry.data, "train")
+        train = open_train_split(entry.data)
         key = cache.cache_key(entry.name, entry.recipe, train.fingerprint)
         # seed the initial weights too: otherwise they depend on whatever the process drew first
         torch.manual_seed(int(entry.recipe.get("seed", 0)))

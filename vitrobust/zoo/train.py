@@ -108,11 +108,11 @@ def _fit(model, train, recipe, loss_fn, params, desc, progress, device) -> float
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress, leave=False)
     for _ in bar:
         order = torch.randperm(len(train), generator=generator, device="cpu")
-        for batch in order.split(batch_size):
-            images = train.images[batch].to(device)
+        for images, labels in train.batches(order, batch_size):
+            images = images.to(device)
             if recipe.get("augment", True):
                 images = augment(images, generator)
-            loss = loss_fn(model, images, train.labels[batch].to(device))
+            loss = loss_fn(model, images, labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from ..data import load_dataset
+from ..data import open_train_split
 from ..errors import VitrobustError
 from . import cache
 from .checkpoints import check_class_count, load_checkpoint
@@ -85,12 +85,12 @@ def trained_variant(name: str, base: ModelWrapper, net: torch.nn.Module, recipe:
         data = step.data or base.info.data
         if data is None:
             raise UntrainedVariantError(f"{name}: train: needs data with a train/ split; set data: in the zoo config")
-        split = load_dataset(data, "train", image_size=base.info.input_size)
+        split = open_train_split(data, image_size=base.info.input_size)
         check_class_count(model, split.num_classes, f"{data} (train)")
         _train_cached(model, name, recipe, split, base, train)   # epochs: see variant_recipe
         model.info.meta["weights"] = f"fine-tuned {source.train_epochs} epochs on {data}"
     elif base.info.data is not None:
-        _train_cached(model, name, recipe, load_dataset(base.info.data, "train"), base, train)
+        _train_cached(model, name, recipe, open_train_split(base.info.data), base, train)
     elif step.random_weights:
         model.info.meta["weights"] = "random weights"
     else:
