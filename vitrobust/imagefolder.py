@@ -132,6 +132,19 @@ def _as_list(items):   # module level: worker processes may pickle the collate f
     return items
 
 
+def _on_cpu(loader):
+    """Iterate ``loader`` with the CPU as default device: a DataLoader iterator draws its base
+    seed into a tensor made on the default device, which may be "meta" or a GPU here."""
+    with torch.device("cpu"):
+        batches = iter(loader)
+    while True:
+        with torch.device("cpu"):   # never held across a yield: the caller's device is its own
+            items = next(batches, None)
+        if items is None:
+            return
+        yield items
+
+
 def default_workers(count: int) -> int:
     """Decoding processes: ``$VITROBUST_DATA_WORKERS``, else up to 4 (none for a few images,
     where starting processes costs more than decoding)."""
@@ -156,7 +169,7 @@ def decode(index: FolderIndex, positions, size: int, *, skip_bad: bool = False,
     bar = tqdm(total=len(decoder), desc=f"decoding {index.root.name}", unit="img",
                disable=not progress, leave=False)
     with bar:
-        for items in loader:
+        for items in _on_cpu(loader):
             kept, images, skipped = [], [], []
             for i, pixels, reason in items:
                 image_id = index.ids[decoder.positions[i]]

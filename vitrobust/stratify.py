@@ -4,9 +4,9 @@
 first ~20 classes. Like RobustBench's fixed 5,000 ImageNet ids, the subset is a function of the
 image ids and a seed only: not of the order files are listed in, the file system or the machine.
 
-- Every class gets ``n // classes`` images, and the ``n % classes`` left over go one each to the
-  classes that rank first by ``sha256(seed, class)``; a class with too few images gives its share
-  to the others (water-filling), so the count is always ``min(n, len(ids))``.
+- Every class gets the same share, and what is left over goes one each to the classes that rank
+  first by ``sha256(seed, class)``; a class with too few images gives its share to the others
+  (water-filling), so the count is always ``min(n, len(ids))``.
 - Within a class, images are taken in the order of ``sha256(seed, id)``.
 
 So every class's share grows with ``n``, and the subset for a smaller ``n`` is contained in the
@@ -25,17 +25,19 @@ def _rank(seed: int, text: str) -> bytes:
 
 
 def class_quotas(sizes: dict[str, int], n: int, seed: int = SEED) -> dict[str, int]:
-    """How many of each class a subset of ``n`` takes (``sizes``: images per class)."""
-    order = sorted(sizes, key=lambda c: _rank(seed, c))
-    quota = dict.fromkeys(order, 0)
-    remaining = min(n, sum(sizes.values()))
-    while remaining > 0:
-        open_classes = [c for c in order if quota[c] < sizes[c]]
-        share, extra = divmod(remaining, len(open_classes))
-        for position, c in enumerate(open_classes):
-            give = min(share + (position < extra), sizes[c] - quota[c])
-            quota[c] += give
-            remaining -= give
+    """How many of each class a subset of ``n`` takes (``sizes``: images per class).
+
+    Water-filling: the highest level ``L`` with ``sum(min(size, L)) <= n`` gives every class
+    ``min(size, L)``; the rest go one each to the classes with images left, in hash order.
+    """
+    n = min(n, sum(sizes.values()))
+    level = 0
+    while sum(min(size, level + 1) for size in sizes.values()) <= n:
+        level += 1
+    quota = {c: min(size, level) for c, size in sizes.items()}
+    rest = n - sum(quota.values())
+    for c in sorted((c for c in sizes if sizes[c] > level), key=lambda c: _rank(seed, c))[:rest]:
+        quota[c] += 1
     return quota
 
 
