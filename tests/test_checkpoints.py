@@ -87,7 +87,7 @@ def test_an_untrained_variant_of_a_checkpoint_base_is_refused(tiny10, suffix):
     with pytest.raises(UntrainedVariantError) as info:
         _load(zoo, f"deit_tiny:{suffix}")
     text = str(info.value)
-    assert text.startswith(f"deit_tiny_patch16_224:{suffix}: this variant needs training") and "\n" not in text
+    assert text.startswith(f"deit_tiny:{suffix}: this variant needs training") and "\n" not in text   # the zoo key
     assert "{checkpoint: PATH}" in text and "train: {epochs: N}" in text
 
 

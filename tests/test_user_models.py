@@ -229,7 +229,9 @@ def test_a_variant_without_its_checkpoint_is_refused_in_one_line(pytester, monke
     errors = [line for line in out.splitlines() if "this variant needs training" in line]
     assert len(errors) == 2   # one line per check (the short summary truncates its copy of it)
     for line in errors:
-        assert line.startswith("EngineError: model 'deit_tiny:prune0.7': ")   # the spec's name for it
+        # the spec's name for it, once, and the zoo-config key to add is that same name
+        assert line.startswith("EngineError: deit_tiny:prune0.7: this variant needs training")
+        assert "(deit_tiny:prune0.7: {checkpoint: PATH})" in line
         assert "{checkpoint: PATH}" in line and "train: {epochs: N}" in line   # the two ways out
     # refused before anything ran on it: nothing measured, no half-built model in the report
     report = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
@@ -256,11 +258,6 @@ def test_following_the_refusal_advice_loads_the_variant(monkeypatch, user_files)
         load(base)
     [entry] = re.findall(r"\((\S+): \{checkpoint: PATH\}\)", str(refusal.value))
     checkpoint = str(user_files.checkpoints["deit_tiny:prune0.7"])
-    try:
-        model = load({**base, entry: {"checkpoint": checkpoint}})
-    except UntrainedVariantError:
-        # Known product bug: the advice names the entry by the architecture the alias resolves
-        # to (deit_tiny_patch16_224:prune0.7), which ZooConfig.resolve never looks up for the
-        # spec's deit_tiny:prune0.7, so the user who follows it gets the same refusal again.
-        pytest.xfail(f"the refusal suggests the zoo entry {entry!r}, which the spec's name never reaches")
+    assert entry == "deit_tiny:prune0.7"   # not the architecture the alias resolves to
+    model = load({**base, entry: {"checkpoint": checkpoint}})
     assert model.info.meta["weights"] == f"checkpoint {checkpoint}"

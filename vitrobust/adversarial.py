@@ -27,6 +27,7 @@ from .advcache import AdvCache
 from .attacks import make_attack, resolve_strategy
 from .dataslice import DataSlice
 from .device import DEFAULT_PRECISION, autocast, halving
+from .errors import VitrobustError
 from .fileio import atomic_write
 from .names import ModelName
 
@@ -93,6 +94,11 @@ class AdversarialSets:
             material.update(device=device.type, precision=self.precision)
         if instance.universal:
             fit = self._data(data_slice.fit_slice(), model.info.input_size)
+            if fit.name == data.name:   # a folder without test/ serves "test" from val/
+                raise VitrobustError(
+                    f"{attack.name}: the universal perturbation would be fitted on the images it is "
+                    f"scored on ({data.name} serves split {data_slice.split!r} and fit_split "
+                    f"{data_slice.fit_split!r}); set data.fit_split to another split, e.g. train")
             material["fit_data"] = fit.fingerprint
 
             def run(attack):
@@ -110,7 +116,7 @@ class AdversarialSets:
 
         if instance.needs_grad and attacked.info.differentiable:   # AutoAttack-style: usable gradients?
             def probe(n):   # fewer images on CUDA out-of-memory: it is a probe, not a result
-                return sanity.gradient_warnings(attacked, data.images[:n].to(device), data.labels[:n].to(device))
+                return sanity.gradient_warnings(attacked, data.images_at(slice(0, n)).to(device), data.labels[:n].to(device))
             with autocast(self.device, self.precision):
                 self._warn(halving(probe, GRADIENT_PROBE)[0], source)
         stored = self.cache.get_or_create(material, create)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -38,15 +39,19 @@ _DIGITS_VAL, _DIGITS_TEST, _DIGITS_SEED = 250, 450, 0
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images in [0, 1] with their labels and ids, plus a fingerprint naming the exact content.
+    """Images with their labels and ids, plus a fingerprint naming the exact content.
 
+    ``pixels`` are what the source holds: floats in [0, 1] (the embedded sources) or uint8 in
+    0..255 (decoded folder images: a quarter of the memory). :attr:`images` is always floats in
+    [0, 1]; models take either (:class:`~vitrobust.zoo.wrapper.ModelWrapper` converts uint8 one
+    batch at a time), so scoring never holds a float copy of a folder.
     ``ids_in_fingerprint``: folder images are named by their ids in the fingerprint too; the
     embedded sources leave them out, so their cache keys are what they were before ids existed.
     ``skipped``: ``"id: reason"`` of unreadable images left out (``skip_bad``).
     """
 
     name: str
-    images: torch.Tensor
+    pixels: torch.Tensor
     labels: torch.Tensor
     num_classes: int
     ids: tuple = ()
@@ -58,26 +63,36 @@ class Dataset:
 
     @property
     def image_size(self) -> int:
-        return int(self.images.shape[-1])
+        return int(self.pixels.shape[-1])
 
     @property
+    def images(self) -> torch.Tensor:
+        """Floats in [0, 1] (for uint8 pixels, a new tensor: attacks need the whole set)."""
+        return self.images_at(slice(None))
+
+    def images_at(self, index) -> torch.Tensor:
+        """Floats in [0, 1] of ``pixels[index]`` (converts only those)."""
+        part = self.pixels[index]
+        return part if part.is_floating_point() else part.float().div_(255)
+
+    @cached_property
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
-        digest.update(self.images.contiguous().numpy().tobytes())
-        digest.update(self.labels.numpy().tobytes())
+        digest.update(self.pixels.contiguous().numpy())   # the buffer itself: no copy
+        digest.update(self.labels.numpy())
         if self.ids_in_fingerprint:
             digest.update("\n".join(self.ids).encode())
         return digest.hexdigest()[:16]
 
     def take(self, indices) -> "Dataset":
         indices = torch.as_tensor(indices, dtype=torch.long, device="cpu")
-        return Dataset(self.name, self.images[indices], self.labels[indices], self.num_classes,
+        return Dataset(self.name, self.pixels[indices], self.labels[indices], self.num_classes,
                        tuple(self.ids[i] for i in indices.tolist()), self.ids_in_fingerprint, self.skipped)
 
     def batches(self, order: torch.Tensor, batch_size: int):
         """``(images, labels)`` per batch of ``order`` (positions): what training iterates."""
         for batch in order.split(batch_size):
-            yield self.images[batch], self.labels[batch]
+            yield self.images_at(batch), self.labels[batch]
 
     def limit(self, n: int | None) -> "Dataset":
         if n is None or n >= len(self):
@@ -148,14 +163,14 @@ def load_image_folder(path: str | os.PathLike, split: str = "test", image_size: 
     """
     index = index_folder(path, split)
     chosen = stratified_subset(index.ids, [index.classes[label] for label in index.labels], limit)
-    images = torch.empty(len(chosen), 3, image_size, image_size, device="cpu")
+    pixels = torch.empty(len(chosen), 3, image_size, image_size, dtype=torch.uint8, device="cpu")
     kept, skipped = [], []
     for positions, batch, bad in decode(index, chosen, image_size, skip_bad=skip_bad, progress=progress):
-        images[len(kept):len(kept) + len(positions)] = batch
+        pixels[len(kept):len(kept) + len(positions)] = batch
         kept += positions
         skipped += bad
     if not kept:
         raise DataError(f"{index.root}: none of the {len(chosen)} images selected could be read")
     labels = torch.tensor([index.labels[p] for p in kept], dtype=torch.long, device="cpu")
-    return Dataset(f"folder:{index.root}", images[:len(kept)], labels, len(index.classes),
+    return Dataset(f"folder:{index.root}", pixels[:len(kept)], labels, len(index.classes),
                    tuple(index.ids[p] for p in kept), True, tuple(skipped))

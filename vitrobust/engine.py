@@ -94,8 +94,9 @@ class Engine:
             arch, checkpoint = self.zoo.resolve(name)
             try:
                 model = load_model(arch, checkpoint=checkpoint, progress=self.progress)
-            except VitrobustError as exc:
-                raise EngineError(f"model {str(name)!r}: {exc}") from None
+            except VitrobustError as exc:   # name the model, unless the message already does
+                message = str(exc) if str(exc).startswith(f"{name}:") else f"model {str(name)!r}: {exc}"
+                raise EngineError(message) from None
             if model.info.surrogate is not None and name.parent is not None:
                 # the surrogate is the parent *as the spec names it*, so a zoo config's alias
                 # (and its checkpoint) also reaches the straight-through and transfer strategies
@@ -167,7 +168,7 @@ class Engine:
             model = self.model(name)
             data = self.data(data_slice, model.info.input_size)
             check_class_count(model, data.num_classes, data_slice.source)
-            self._clean[key] = self._correct(name, data.images, data.labels)
+            self._clean[key] = self._correct(name, data.pixels, data.labels)
         return self._clean[key]
 
     def fooled(self, source: str, target: str, attack: AttackConfig, data_slice: DataSlice) -> np.ndarray:
@@ -275,6 +276,8 @@ class Engine:
         for (name, _), clean in self._clean.items():   # the last slice a model was scored on
             if name in self.model_records:
                 self.model_records[name].clean_acc = float(clean.mean())
+        for name, record in self.model_records.items():   # measures add to meta (keep_ratio)
+            record.meta = dict(self._models[ModelName(name)].info.meta)
         stats = self.adv_cache.stats
         return {"models": dict(self.model_records), "measurements": list(self.measurements.values()),
                 "artifacts": dict(self.artifacts), "warnings": list(self.warnings),
@@ -337,4 +340,4 @@ class _Scope:
         """Patch tokens kept per pruning stage on this slice, mean over stages (:mod:`.in_effect`)."""
         from .in_effect import keep_ratio
         net = self.engine.model(model)
-        return keep_ratio(net, self.engine.data(self.data_slice, net.info.input_size).images)
+        return keep_ratio(net, self.engine.data(self.data_slice, net.info.input_size).pixels)

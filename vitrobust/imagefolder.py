@@ -155,8 +155,8 @@ def default_workers(count: int) -> int:
 
 def decode(index: FolderIndex, positions, size: int, *, skip_bad: bool = False,
            progress: bool = False, batch_order=None, workers: int | None = None):
-    """Yield ``(positions, images, skipped)`` per batch: float images in [0, 1] (B, 3, S, S) of
-    the positions decoded, and ``"id: reason"`` for each bad image skipped (``skip_bad``; else
+    """Yield ``(positions, pixels, skipped)`` per batch: uint8 pixels (B, 3, S, S) of the
+    positions decoded, and ``"id: reason"`` for each bad image skipped (``skip_bad``; else
     the first bad image is a :class:`DataError`). ``batch_order``: lists of offsets into
     ``positions`` (a training epoch's shuffled batches); by default ``DECODE_BATCH`` in order."""
     decoder = _Decoder(index, positions, size)
@@ -182,8 +182,8 @@ def decode(index: FolderIndex, positions, size: int, *, skip_bad: bool = False,
                     kept.append(decoder.positions[i])
                     images.append(pixels)
             bar.update(len(items))
-            stacked = (torch.stack(images).float().div_(255) if images
-                       else torch.empty(0, 3, size, size, device="cpu"))
+            stacked = (torch.stack(images) if images
+                       else torch.empty(0, 3, size, size, dtype=torch.uint8, device="cpu"))
             yield kept, stacked, skipped
 
 
@@ -221,6 +221,6 @@ class LazyFolder:
         """``(images, labels)`` per batch of ``order`` (positions), decoded by worker processes."""
         batch_order = [b.tolist() for b in order.split(batch_size)]
         labels = self.labels
-        for kept, images, _ in decode(self.index, range(len(self)), self.image_size,
+        for kept, pixels, _ in decode(self.index, range(len(self)), self.image_size,
                                       skip_bad=self.skip_bad, batch_order=batch_order):
-            yield images, labels[torch.as_tensor(kept, dtype=torch.long)]
+            yield pixels.float().div_(255), labels[torch.as_tensor(kept, dtype=torch.long, device="cpu")]

@@ -57,7 +57,8 @@ def load_model(name: str, *, checkpoint: str | ZooPlan | None = None, progress: 
         entry = arch_entry(source.arch or name.base)
         model = _load_base(entry, name.base, source, plan, progress)
         for i, step in enumerate(name.chain()[1:], start=1):
-            model = _apply_step(model, step, BuildStep(plan.step(i), plan.data, bool(random_weights)), progress)
+            build = BuildStep(plan.step(i), plan.data, bool(random_weights), entry=plan.entry_name(i))
+            model = _apply_step(model, step, build, progress)
         _LOADED[key] = model
     return _LOADED[key]
 
@@ -68,7 +69,7 @@ def _apply_step(parent: ModelWrapper, step: ModelName, build: BuildStep, progres
     with building(build):
         variant = apply_compression(parent, step.last_suffix, str(step), progress=progress)
     if not build.source.empty and (build.source.checkpoint or build.source.train_epochs) and not build.used:
-        raise UnusedSourceError(f"{step}: :{step.last_suffix} is built from its parent without training, so "
+        raise UnusedSourceError(f"{build.entry or step}: :{step.last_suffix} is built from its parent without training, so "
                                 "its zoo entry's checkpoint/train: would be ignored; give the parent's checkpoint")
     if parent.info.meta.get("weights") == RANDOM_WEIGHTS and "weights" not in variant.info.meta:
         variant.info.meta["weights"] = RANDOM_WEIGHTS

@@ -75,7 +75,8 @@ class ZooConfig:
         sources = [_source(e) for e in entries]
         sources[0] = ModelSource(arch, *(getattr(sources[0], f) for f in ("checkpoint", "num_classes", "train_epochs")))
         resolved = name if arch.startswith(TIMM_PREFIX) else name.with_base(arch)
-        return resolved, ZooPlan(tuple(sources), data=self.data)
+        return resolved, ZooPlan(tuple(sources), data=self.data,
+                                 names=tuple(str(step) for step in name.chain()))
 
 
 def _source(entry: dict) -> ModelSource:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,16 @@ class ZooPlan:
 
     steps: tuple = ()
     data: str | None = None
+    # each step as the spec and the zoo config name it (deit_small:prune0.7); only for messages,
+    # so not compared: two aliases of the same sources share one built model
+    names: tuple = field(default=(), compare=False)
 
     def step(self, i: int) -> ModelSource:
         return self.steps[i] if i < len(self.steps) else ModelSource()
+
+    def entry_name(self, i: int) -> str | None:
+        """The zoo-config key of step ``i``: what an error tells the user to add."""
+        return self.names[i] if i < len(self.names) else None
 
 
 @dataclass
@@ -54,6 +61,7 @@ class BuildStep:
     data: str | None = None
     random_weights: bool = False
     used: bool = False
+    entry: str | None = None   # the step's zoo-config key, when a zoo config named the model
 
 
 _CURRENT: ContextVar = ContextVar("vitrobust_build_step", default=None)

@@ -94,9 +94,10 @@ def trained_variant(name: str, base: ModelWrapper, net: torch.nn.Module, recipe:
     elif step.random_weights:
         model.info.meta["weights"] = "random weights"
     else:
+        entry = step.entry or name   # the zoo-config key the user writes, not the resolved name
         raise UntrainedVariantError(
-            f"{name}: this variant needs training but its base {base.name} has no training data (random "
-            f"weights or a checkpoint); give its checkpoint in the zoo config ({name}: {{checkpoint: PATH}}) "
+            f"{entry}: this variant needs training but its base {base.name} has no training data (random "
+            f"weights or a checkpoint); give its checkpoint in the zoo config ({entry}: {{checkpoint: PATH}}) "
             "or fine-tune it there (train: {epochs: N})")
     model.eval()
     model.info.weight_hash = cache.state_hash(model.net.state_dict())

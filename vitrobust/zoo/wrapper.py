@@ -65,12 +65,16 @@ class ModelWrapper(nn.Module):
         return (images - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of pixels in [0, 1], or of uint8 pixels (decoded images: converted here, one
+        batch at a time, so a data set can stay uint8 in host memory)."""
         home = self.mean.device
         if images.device != home:
             return self._logits(images.to(home)).to(images.device)
         return self._logits(images)
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255)
         out = self.net(self.normalize(images))
         if isinstance(out, (tuple, list)):
             out = sum(out) / len(out)
