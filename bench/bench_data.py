@@ -107,13 +107,17 @@ def main():
         print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
         sys.exit(f"the spec run failed (exit {run.returncode})")
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9   # Linux: kB
+    floor = subprocess.run([sys.executable, "-c", "import resource, vitrobust.engine, timm; print("
+                            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                           capture_output=True, text=True, check=True)
+    floor_gb = int(floor.stdout.split()[-1]) * 1024 / 1e9
     record = json.loads((work / "reports" / "latest" / "report.json").read_text())
     (data,) = record["data"].values()
     decoded = data["images"] + len(data["skipped"])
     whole = args.classes * args.per_class * 3 * 224 * 224 * 4 / 1e9
     print(f"spec run: {seconds:.0f} s, check {record['checks'][0]['status']}")
-    print(f"peak RSS of the run: {peak_gb:.2f} GB (decoding all {args.classes * args.per_class} "
-          f"images up front: {whole:.1f} GB of float32 pixels alone)")
+    print(f"peak RSS of the run: {peak_gb:.2f} GB, of which importing torch and timm: {floor_gb:.2f} GB "
+          f"(decoding all {args.classes * args.per_class} images up front: {whole:.1f} GB of float32 pixels alone)")
     print(f"images decoded: {decoded} of {args.classes * args.per_class} (limit {args.limit})")
     print(f"classes among them: {data['classes']} of {data['num_classes']}")
     print(f"work dir (delete when done): {work}")

@@ -36,7 +36,7 @@ checks:
   - check: gflops(deit_small:prune0.7) < gflops(deit_small)
     claim: and really computes less
   - check: asr(deit_small:prune0.7, fgsm) >= asr(deit_small, fgsm)
-    claim: pruning does not make the model harder to attack (random weights: plumbing only)
+    claim: "pruning does not make the model harder to attack (random weights: plumbing only)"
 """
 
 
@@ -106,7 +106,9 @@ def main():
               f"tokens kept: {model['meta'].get('tokens_kept', '-')}, measured keep ratio per stage: "
               f"{model['meta'].get('keep_ratio_per_stage', '-')}")
     for check in record["checks"]:
-        print(f"  {check['check']}: {check['status']} ({', '.join(f'{k} = {v}' for k, v in check['values'].items())})")
+        values = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                           for k, v in check["values"].items())
+        print(f"  {check['check']}: {check['status']} ({values})")
     print(f"work dir (delete when done): {work}")
 
 

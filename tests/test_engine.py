@@ -4,6 +4,7 @@ Real (tiny, trained) fixture models on 32 digits images; every attack is cheap.
 """
 import numpy as np
 import pytest
+import torch
 
 from vitrobust.dataslice import DataSlice
 from vitrobust.engine import Engine
@@ -140,3 +141,28 @@ def test_a_zoo_alias_reaches_the_gradient_surrogate(tmp_path):
     engine = Engine(zoo=ZooConfig(models={"good": {"arch": "vit_fixture"}}), adv_cache_dir=tmp_path, progress=False)
     assert engine.model("good:int8").info.surrogate == "good"
     assert engine.model("good").info.weight_hash == engine.model("vit_fixture").info.weight_hash
+
+
+def test_a_uap_is_not_fitted_on_the_folder_it_is_scored_on(tmp_path, digits_test):
+    # a folder with only val/: split test falls back to it, and fit_split defaults to val
+    from PIL import Image
+
+    from vitrobust.errors import VitrobustError
+
+    three_each = [i for c in range(10) for i in np.flatnonzero(digits_test.labels.numpy() == c)[:3]]
+    for i in three_each:
+        image, label = digits_test.images[i], int(digits_test.labels[i])
+        (tmp_path / "val" / str(label)).mkdir(parents=True, exist_ok=True)
+        pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "val" / str(label) / f"{i}.png")
+    engine = Engine(data_source=str(tmp_path), adv_cache_dir=tmp_path / "adv", progress=False)
+    with pytest.raises(VitrobustError, match="fitted on the images it is scored on .*set data.fit_split"):
+        _check(engine, "asr(vit_fixture, uap) >= 0", data={"limit": 10})
+
+
+def test_uint8_pixels_score_like_their_floats(vit_model, digits_test):
+    # folder data stays uint8 in memory; the wrapper converts it, batch by batch
+    pixels = (digits_test.images[:16] * 255).round().to(torch.uint8)
+    as_float = pixels.float() / 255
+    assert torch.equal(vit_model.predict(pixels), vit_model.predict(as_float))
+    assert torch.allclose(vit_model(pixels), vit_model(as_float))

@@ -46,6 +46,7 @@ from .zoo.wrapper import ModelWrapper
 
 DETERMINISM_PROBE = 8   # images run twice through every model to catch nondeterminism
 SCORE_BATCH = 256       # images per model call when scoring (halved on CUDA out-of-memory)
+LARGE_INPUT_BATCH = 64  # ... and at most this many above 64x64 inputs
 
 
 class EngineError(VitrobustError):
@@ -122,8 +123,15 @@ class Engine:
         with self.autocast():
             correct, self._batches[name] = halving(
                 lambda batch: metrics.correct(model, images, labels, batch),
-                self._batches.get(name, self.batch_size), self._halved(name, "scoring"))
+                self._batches.get(name, self._first_batch(model)), self._halved(name, "scoring"))
         return correct.cpu().numpy()
+
+    def _first_batch(self, model: ModelWrapper) -> int:
+        """The scoring batch: ``batch_size``, but at most ``LARGE_INPUT_BATCH`` above 64x64 (a
+        batch of 256 DeiT activations at 224 holds ~0.75 GB of host memory for DeiT-Ti alone)."""
+        if model.info.input_size > 64:
+            return min(self.batch_size, LARGE_INPUT_BATCH)
+        return self.batch_size
 
     def _halved(self, name: str, doing: str):
         """What an out-of-memory halving files: a RunWarning naming the model and both batches."""

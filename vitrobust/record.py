@@ -137,7 +137,7 @@ class RunConfig:
     args: list = field(default_factory=list)
     device: str = "cpu"                        # cpu, cuda, cuda:N (the resolved --vitrobust-device)
     precision: str = "fp32"                    # fp32, bf16, fp16 (autocast)
-    batch_size: int = 256                      # images per model call when scoring
+    batch_size: int = 256                      # images per model call when scoring (at most 64 above 64x64)
 
 
 @dataclass
