@@ -49,3 +49,15 @@ def test_missing_checks_are_named(tmp_path, capsys):
     assert main([str(tmp_path / "a.json"), str(tmp_path / "b")]) == 1
     assert "check only in A: n1" in capsys.readouterr().out
     assert main([str(tmp_path / "a.json"), str(tmp_path / "a.json")]) == 0
+
+
+def test_a_missing_or_broken_report_is_one_line_not_a_traceback(tmp_path, capsys):
+    from vitrobust.reportdiff import main
+
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main([str(tmp_path / "nowhere"), str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nowhere" in err and "Traceback" not in err
+    assert main([str(tmp_path / "bad.json"), str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("vitrobust diff: not a report.json")

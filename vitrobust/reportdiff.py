@@ -99,7 +99,14 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: vitrobust diff A B   (report.json files or report folders)", file=sys.stderr)
         return 2
-    a, b = (load(p) for p in argv)
+    try:
+        a, b = (load(p) for p in argv)
+    except OSError as exc:
+        print(f"vitrobust diff: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as exc:   # not JSON, or not a run record
+        print(f"vitrobust diff: not a report.json ({exc.__class__.__name__}: {exc})".splitlines()[0], file=sys.stderr)
+        return 2
     differences, counts = diff_runs(a, b)
     for line in differences:
         print(line)
