@@ -32,8 +32,8 @@ def test_pairs_of_layers_share_one_tensor(mini_model):
 def test_params_about_half_and_meta(mini_model, vit_model):
     ratio = param_count(mini_model.net) / param_count(vit_model.net)
     assert 0.4 < ratio < 0.65, ratio
-    assert mini_model.info.meta == {"compression": "mini", "sharing": "pairs of consecutive blocks",
-                                    "shared_blocks": 2, "teacher": "vit_fixture"}
+    assert mini_model.info.meta.items() >= {"compression": "mini", "sharing": "pairs of consecutive blocks",
+                                    "shared_blocks": 2, "teacher": "vit_fixture"}.items()
 
 
 def test_output_shape_and_accuracy(mini_model, digits_test):

@@ -69,8 +69,8 @@ def test_full_size_timm_name_builds_untrained_with_metadata(small224):
 
 def test_fixture_variant_metadata_and_backbone_init(vit_model):
     model = load_model("vit_fixture:prune0.7", progress=False)
-    assert model.info.meta == {"compression": "prune", "keep_rate": 0.7, "prune_locations": [1, 2, 3],
-                               "tokens_kept": [45, 32, 22]}
+    assert model.info.meta.items() >= {"compression": "prune", "keep_rate": 0.7, "prune_locations": [1, 2, 3],
+                               "tokens_kept": [45, 32, 22]}.items()
     # Before training the backbone is the base's, and the base itself is left untouched.
     fresh = dynamic_vit(vit_model.net, 0.7)
     base_state = vit_model.net.state_dict()

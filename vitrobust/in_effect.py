@@ -10,7 +10,8 @@ like :mod:`vitrobust.sanity`:
 - a Mini (weight-multiplexed) model whose shared layers do not share storage;
 - a size-reducing compression (INT8, pruning, Mini) with no fewer FLOPs and no fewer bytes than
   its base;
-- and, for any model, weights that are random (no training data, no checkpoint).
+- and, for any model, weights that are random (no training data, no checkpoint), or a trained
+  variant that scored far below its base when it was built.
 
 :func:`token_keep_ratios` also backs the ``keep_ratio(MODEL)`` measure. Everything here runs
 under ``torch.random.fork_rng``: a check never moves the global RNG, so adding it to a session
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .zoo.variant import MAX_ACCURACY_DROP
 
 KIND = "compression-not-in-effect"
 SHRINKING = ("int8", "prune", "mini")    # compressions that promise fewer FLOPs or bytes
@@ -137,11 +140,21 @@ def weights_warnings(model) -> list[dict]:
                                                   "checkpoint): its accuracy and attack success mean nothing"}]
 
 
+def accuracy_warnings(model) -> list[dict]:
+    """A trained variant far below its base (scored when it was built: ``zoo.variant``)."""
+    acc, base_acc = model.info.meta.get("val_acc"), model.info.meta.get("base_val_acc")
+    if acc is None or base_acc is None or acc >= base_acc - MAX_ACCURACY_DROP:
+        return []
+    return [{"kind": "variant-below-base", "message": f"{model.info.name}: {acc:.3f} on the val split against "
+                                                      f"{base_acc:.3f} for its base: its verdicts describe a "
+                                                      "degraded model, not the compression method"}]
+
+
 def in_effect_warnings(model, base=None) -> list[dict]:
     """Every check that applies to ``model`` (its compression is ``meta["compression"]``);
     ``base``: the model it was compressed from (its parent), for the FLOPs/bytes comparison."""
     kind = model.info.meta.get("compression")
-    out = weights_warnings(model)
+    out = weights_warnings(model) + accuracy_warnings(model)
     with torch.random.fork_rng(devices=[]):
         if kind == "int8":
             out += int8_warnings(model)

@@ -20,7 +20,7 @@ import torch
 from ..data import open_train_split
 from ..errors import VitrobustError
 from ..names import ModelName
-from . import cache
+from . import cache, release
 from .checkpoints import CheckpointError, head_classes, load_checkpoint, read_state
 from .plan import BuildStep, ModelSource, ZooPlan, building
 from .registry import ModelEntry
@@ -107,12 +107,9 @@ def _load_base(entry: ModelEntry, name: str, source: ModelSource, plan: ZooPlan,
         # seed the initial weights too: otherwise they depend on whatever the process drew first
         torch.manual_seed(int(entry.recipe.get("seed", 0)))
         model = _new_wrapper(entry, entry.builder(num_classes=train.num_classes))
-        state = cache.load_weights(entry.name, key)
-        if state is not None:
-            model.net.load_state_dict(state)
-        else:
-            fit(model, train, entry.recipe, desc=f"training {entry.name}", progress=progress)
-            cache.save_weights(entry.name, key, model.net.state_dict())
+        release.cached_or_trained(
+            model, entry.name, key, release.release_key(entry.name, entry.recipe, entry.data),
+            lambda: fit(model, train, entry.recipe, desc=f"training {entry.name}", progress=progress))
     model.eval()
     model.info.weight_hash = cache.state_hash(model.net.state_dict())
     model.info.build_seconds = time.perf_counter() - start
