@@ -61,6 +61,8 @@ def cmd_zoo_list(args) -> int:
 
 
 def cmd_zoo_build(args) -> int:
+    if args.release is not None:
+        return _build_release(args)
     names = _matching(args.pattern)
     if not names:
         raise SystemExit(_error(f"no model matches {args.pattern!r}; see 'vitrobust zoo list'"))
@@ -69,6 +71,31 @@ def cmd_zoo_build(args) -> int:
     records = [_measure_one(name, None, device) for name in names]
     _print_measurements(records, args.json)
     print(f"built {len(records)} models in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return 0
+
+
+def _build_release(args) -> int:
+    """Every model the shipped specs name, from the user cache or trained now (never from the
+    shipped files), then the trained ones written as the release (``vitrobust.zoo.release``)."""
+    from .spec import load_specs
+    from .zoo import load_model, release
+
+    if args.pattern:
+        raise SystemExit(_error("--release builds the models of the specs in ./specs; give no pattern"))
+    if not Path("specs").is_dir():
+        raise SystemExit(_error("--release reads the shipped specs: run it in the repository (no specs/ here)"))
+    named: set[str] = set()
+    load_specs("specs", known_models=lambda name: named.add(str(name)) is None)
+    _device(args)
+    release.use_shipped(False)
+    start = time.perf_counter()
+    for name in sorted(named):
+        load_model(name)
+    folder = Path(args.release) if args.release else release.RELEASE_DIR
+    entries = release.write_release(sorted(release.BUILT), folder)
+    size = sum((folder / e["file"]).stat().st_size for e in entries.values()) / 1e6
+    print(f"release: {len(entries)} trained models, {size:.1f} MB, in {folder} "
+          f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     return 0
 
 
@@ -207,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", help="glob, e.g. 'deit_*:prune*'")
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--release", metavar="DIR", nargs="?", const="", default=None,
+                   help="build every model the shipped specs name, ignoring the shipped weights, and write the "
+                        "trained ones and their manifest to DIR (default: the package's vitrobust/zoo/release)")
     p.set_defaults(func=cmd_zoo_build)
 
     p = sub.add_parser("measure", help="params, size, GFLOPs, throughput (and clean accuracy)")
