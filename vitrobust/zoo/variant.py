@@ -25,6 +25,7 @@ from .wrapper import ModelInfo, ModelWrapper
 
 VAL_CHECK_IMAGES = 250     # val images a trained variant and its base are scored on
 MAX_ACCURACY_DROP = 0.05   # a variant further below its base is flagged when it is built
+_BASE_VAL_ACC: dict[tuple, float] = {}   # (base weights, data, val images) -> accuracy
 
 
 class UntrainedVariantError(VitrobustError):
@@ -137,10 +138,11 @@ def compare_with_base(model: ModelWrapper, base: ModelWrapper, data: str) -> Non
     from ..data import load_dataset
 
     val = load_dataset(data, "val", limit=VAL_CHECK_IMAGES, image_size=base.info.input_size)
-    if "val_acc" not in base.info.meta:
-        base.info.meta["val_acc"] = _accuracy(base, val)
+    key = (base.info.weight_hash, data, val.fingerprint)   # a base is rebuilt for each of its variants
+    if key not in _BASE_VAL_ACC:
+        _BASE_VAL_ACC[key] = _accuracy(base, val)
     model.info.meta["val_acc"] = acc = _accuracy(model, val)
-    model.info.meta["base_val_acc"] = base_acc = base.info.meta["val_acc"]
+    model.info.meta["base_val_acc"] = base_acc = _BASE_VAL_ACC[key]
     if acc < base_acc - MAX_ACCURACY_DROP:
         warnings.warn(f"{model.name}: trained to {acc:.3f} on {len(val)} val images, {base_acc:.3f} for its "
                       f"base {base.name}: more than {MAX_ACCURACY_DROP:.0%} below it", VariantBelowBase)
