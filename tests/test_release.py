@@ -46,7 +46,10 @@ def test_every_shipped_model_loads_to_its_recorded_hash_without_training(fresh):
 
 
 def _release_of(folder, state, key="k1"):
-    release.remember("m", key, state)
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(net=SimpleNamespace(state_dict=lambda: state), info=SimpleNamespace(meta={}))
+    release.remember("m", key, model)
     release.write_release(["m"], folder)
 
 

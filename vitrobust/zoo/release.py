@@ -29,6 +29,8 @@ from .cache import TRAINING_CODE_VERSION, state_hash
 
 RELEASE_DIR = Path(__file__).with_name("release")
 MANIFEST = "manifest.json"
+SHIPPED = "shipped with vitrobust"          # meta["weights"] of a model loaded from the release
+SCORED = ("val_acc", "base_val_acc")        # a variant's check against its base, kept in the manifest
 
 _state = {"shipped": True}       # False while `zoo build --release` trains the release itself
 BUILT: dict[str, dict] = {}      # name -> {"key", "state"}: what this process trained or loaded
@@ -73,9 +75,9 @@ def shipped_weights(name: str, key: str, folder: Path = RELEASE_DIR) -> dict | N
     return state
 
 
-def remember(name: str, key: str, state: dict) -> None:
+def remember(name: str, key: str, model) -> None:
     """Note what this process built under which release key (``zoo build --release`` ships it)."""
-    BUILT[name] = {"key": key, "state": state}
+    BUILT[name] = {"key": key, "model": model}
 
 
 def write_release(names: list[str], folder: Path = RELEASE_DIR) -> dict:
@@ -83,10 +85,11 @@ def write_release(names: list[str], folder: Path = RELEASE_DIR) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     entries = {}
     for name in names:
-        built = BUILT[name]
-        file = f"{name.replace(':', '__')}.pt"
-        atomic_write(folder / file, lambda tmp, s=built["state"]: torch.save(s, tmp))
-        entries[name] = {"file": file, "key": built["key"], "weight_hash": state_hash(built["state"])}
+        built, file = BUILT[name], f"{name.replace(':', '__')}.pt"
+        state, meta = built["model"].net.state_dict(), built["model"].info.meta
+        atomic_write(folder / file, lambda tmp, s=state: torch.save(s, tmp))
+        entries[name] = {"file": file, "key": built["key"], "weight_hash": state_hash(state),
+                         **{k: meta[k] for k in SCORED if k in meta}}
     atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps(entries, indent=1, sort_keys=True)))
     return entries
 
@@ -98,10 +101,12 @@ def cached_or_trained(model, name: str, key: str, shipped_key: str, train) -> No
 
     state = cache.load_weights(name, key)
     if state is None and (state := shipped_weights(name, shipped_key)) is not None:
-        model.info.meta["weights"] = "shipped with vitrobust"
+        model.info.meta["weights"] = SHIPPED
+        entry = manifest()[name]   # scored against its base when the release was built
+        model.info.meta.update({k: entry[k] for k in SCORED if k in entry})
     if state is not None:
         model.net.load_state_dict(state)
     else:
         train()
         cache.save_weights(name, key, model.net.state_dict())
-    remember(name, shipped_key, model.net.state_dict())
+    remember(name, shipped_key, model)
