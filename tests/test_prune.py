@@ -269,3 +269,22 @@ def test_trained_predictors_discriminate_between_tokens(pruned_fixture, vit_mode
     # the 2-epoch fixture's spread varied from 0.0017 to 0.02 between clean runs; untrained it is
     # ~2e-6, so a hundredfold rise still tells a trained predictor from an untouched one
     assert after > 1e-3 and after > 100 * before
+
+
+def test_the_topk_phase_trains_on_the_evaluation_path_and_is_opt_in(digits_test):
+    from vitrobust.compress.prune import PRUNE_RECIPE
+
+    # not in the default recipe: adding it would change every pruned model's cache and release key
+    assert "topk_epochs" not in PRUNE_RECIPE
+    model = copy.deepcopy(load_model("vit_fixture:prune0.5", progress=False))
+    x = digits_test.images[:4]
+    with torch.no_grad():
+        evaluated = model(x)
+        model.net.train()
+        model.net.train_topk = True
+        on_eval_path = model(x)        # training mode, but the top-k tokens evaluation keeps
+        model.net.train_topk = False
+        sampled = model(x)             # Gumbel-sampled keep masks
+    assert model.net.pruning_outputs is not None   # the sampled pass left its decisions for the loss
+    assert torch.allclose(on_eval_path, evaluated, atol=1e-5)
+    assert not torch.allclose(sampled, evaluated, atol=1e-3)
