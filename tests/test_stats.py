@@ -6,11 +6,11 @@ from math import comb
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from scipy.stats import binomtest
+from scipy.stats import binomtest, chi2_contingency
 
 from vitrobust.stats import (
     StatsError, discordant_pairs, mcnemar_exact, mcnemar_one_sided, paired_bootstrap,
-    wilson_interval,
+    replica_heterogeneity, stratified_mcnemar_one_sided, wilson_interval,
 )
 
 
@@ -135,3 +135,43 @@ def test_bootstrap_interval_brackets_point_estimate(n, p, seed):
     lo, hi = paired_bootstrap(lambda s: s.mean(), x, n_boot=300, seed=seed)
     assert lo <= hi
     assert lo - 1e-12 <= x.mean() <= hi + 1e-12 or x.std() == 0
+
+
+# --- across replicas: checked against scipy's own tests, computed independently ------------
+
+replica_pairs = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(replica_pairs)
+def test_stratified_mcnemar_is_scipys_binomial_test_on_the_pooled_discordant_pairs(pairs):
+    b, n = sum(p[0] for p in pairs), sum(p[0] + p[1] for p in pairs)
+    expected = 1.0 if n == 0 else binomtest(b, n, 0.5, alternative="greater").pvalue
+    assert stratified_mcnemar_one_sided(pairs) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(replica_pairs)
+def test_heterogeneity_is_scipys_chi_square_test_of_the_informative_replicas(pairs):
+    table = [p for p in pairs if sum(p) > 0]
+    cols = [sum(p[0] for p in table), sum(p[1] for p in table)]
+    if len(table) < 2 or min(cols) == 0:
+        assert replica_heterogeneity(pairs) == 1.0
+    else:
+        expected = chi2_contingency(table, correction=False).pvalue
+        assert replica_heterogeneity(pairs) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_fixed_tables_agreeing_and_disagreeing_replicas():
+    # three seeds that agree (b >> c each): combined evidence is stronger than any one seed
+    agree = [(12, 3), (11, 4), (13, 2)]
+    assert stratified_mcnemar_one_sided(agree) < min(mcnemar_one_sided(b, c) for b, c in agree)
+    assert replica_heterogeneity(agree) > 0.5
+    # two seeds that point opposite ways: the pooled test sees nothing, heterogeneity sees it
+    disagree = [(20, 0), (0, 20)]
+    assert stratified_mcnemar_one_sided(disagree) == pytest.approx(binomtest(20, 40, 0.5, alternative="greater").pvalue)
+    assert replica_heterogeneity(disagree) < 1e-8
+    with pytest.raises(StatsError):
+        stratified_mcnemar_one_sided([])
+    with pytest.raises(StatsError):
+        replica_heterogeneity([(-1, 2)])

@@ -8,6 +8,11 @@
   ones, where the chi-square approximation is poor): the binomial tail is cheap to compute.
 - :func:`paired_bootstrap`: a percentile bootstrap over images (Efron & Tibshirani 1993), for
   statistics that are not a difference of two rates (margins, ratios, sums of several rates).
+- :func:`stratified_mcnemar_one_sided` / :func:`replica_heterogeneity`: the same comparison
+  over K independently trained replicas (training seeds). Combined: the exact Mantel-Haenszel
+  test for matched pairs, stratified by replica. Disagreement: a chi-square test of whether the
+  replicas' discordance splits ``b / (b + c)`` differ. These are the building blocks for
+  deciding a claim across seeds; the zoo does not build replicas yet.
 """
 from __future__ import annotations
 
@@ -15,12 +20,12 @@ import math
 from typing import Callable, Union
 
 import numpy as np
-from scipy.stats import binom, norm
+from scipy.stats import binom, chi2, norm
 
 from .errors import VitrobustError
 
 __all__ = ["wilson_interval", "mcnemar_exact", "mcnemar_one_sided", "discordant_pairs",
-           "paired_bootstrap", "StatsError"]
+           "paired_bootstrap", "stratified_mcnemar_one_sided", "replica_heterogeneity", "StatsError"]
 
 
 class StatsError(VitrobustError):
@@ -123,3 +128,37 @@ def paired_bootstrap(fn: Callable, samples: Union[int, np.ndarray], n_boot: int 
     alpha = 1 - confidence
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))
+
+
+def _pairs(pairs) -> list:
+    out = [(_check_count("b", b), _check_count("c", c)) for b, c in pairs]
+    if not out:
+        raise StatsError("no replicas: give one (b, c) pair of discordant counts per replica")
+    return out
+
+
+def stratified_mcnemar_one_sided(pairs) -> float:
+    """Exact one-sided p-value across replicas, H1: the first rate exceeds the second.
+
+    ``pairs``: one ``(b, c)`` per replica (each replica's own paired images). Under the null,
+    each replica's ``b`` is Binomial(b + c, 1/2) given its discordant count, independently, so
+    the total ``sum(b)`` is Binomial(sum(b + c), 1/2): the exact form of the Mantel-Haenszel
+    test for matched pairs stratified by replica. With one replica it is
+    :func:`mcnemar_one_sided`.
+    """
+    pairs = _pairs(pairs)
+    return mcnemar_one_sided(sum(b for b, _ in pairs), sum(c for _, c in pairs))
+
+
+def replica_heterogeneity(pairs) -> float:
+    """p-value that the replicas disagree: Pearson's chi-square test of homogeneity on the
+    K x 2 table of ``(b, c)`` (K - 1 degrees of freedom). A small value means the effect
+    varies with the training seed. Replicas without a discordant image carry no information
+    and are left out; fewer than two informative replicas give p = 1.
+    """
+    table = np.array([p for p in _pairs(pairs) if sum(p) > 0], dtype=float)
+    if len(table) < 2 or table.sum(0).min() == 0:
+        return 1.0   # one replica, or every replica split the same way (all b or all c)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / table.sum()
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    return float(chi2.sf(statistic, len(table) - 1))
