@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .zoo.variant import MAX_ACCURACY_DROP
+from .zoo.variant import below_base
 
 KIND = "compression-not-in-effect"
 SHRINKING = ("int8", "prune", "mini")    # compressions that promise fewer FLOPs or bytes
@@ -142,9 +142,9 @@ def weights_warnings(model) -> list[dict]:
 
 def accuracy_warnings(model) -> list[dict]:
     """A trained variant far below its base (scored when it was built: ``zoo.variant``)."""
-    acc, base_acc = model.info.meta.get("val_acc"), model.info.meta.get("base_val_acc")
-    if acc is None or base_acc is None or acc >= base_acc - MAX_ACCURACY_DROP:
+    if not below_base(model.info.meta):
         return []
+    acc, base_acc = model.info.meta["val_acc"], model.info.meta["base_val_acc"]
     return [{"kind": "variant-below-base", "message": f"{model.info.name}: {acc:.3f} on the val split against "
                                                       f"{base_acc:.3f} for its base: its verdicts describe a "
                                                       "degraded model, not the compression method"}]

@@ -34,10 +34,10 @@ from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 
 from ..zoo.train import fit
-from .distill import kd_loss
 from ..zoo.variant import trained_variant, variant_recipe
 from ..zoo.wrapper import ModelWrapper
 from . import CompressionError, register_compression
+from .distill import kd_loss
 
 # Recipe for the default zoo (part of each variant's cache key). One phase with two AdamW param
 # groups: the predictors at predictor_lr, the backbone at lr, both on the same warmup-cosine

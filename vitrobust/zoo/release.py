@@ -33,7 +33,7 @@ SHIPPED = "shipped with vitrobust"          # meta["weights"] of a model loaded 
 SCORED = ("val_acc", "base_val_acc")        # a variant's check against its base, kept in the manifest
 
 _state = {"shipped": True}       # False while `zoo build --release` trains the release itself
-BUILT: dict[str, dict] = {}      # name -> {"key", "state"}: what this process trained or loaded
+BUILT: dict[str, dict] = {}      # name -> {"key", "model"}: what this process trained or loaded
 
 
 class ReleaseError(VitrobustError):

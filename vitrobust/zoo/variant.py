@@ -137,21 +137,22 @@ def compare_with_base(model: ModelWrapper, base: ModelWrapper, data: str) -> Non
     that a collapsed model "holds" for the wrong reason."""
     from ..data import load_dataset
 
-    if model.info.meta.get("weights") == release.SHIPPED and "val_acc" in model.info.meta:
-        scored = model.info.meta   # scored when the release was built: flag it, do not rescore
-        if scored["val_acc"] < scored["base_val_acc"] - MAX_ACCURACY_DROP:
-            warnings.warn(f"{model.name}: shipped at {scored['val_acc']:.3f} on the val split, "
-                          f"{scored['base_val_acc']:.3f} for its base", VariantBelowBase)
-        return
-    val = load_dataset(data, "val", limit=VAL_CHECK_IMAGES, image_size=base.info.input_size)
-    key = (base.info.weight_hash, data, val.fingerprint)   # a base is rebuilt for each of its variants
-    if key not in _BASE_VAL_ACC:
-        _BASE_VAL_ACC[key] = _accuracy(base, val)
-    model.info.meta["val_acc"] = acc = _accuracy(model, val)
-    model.info.meta["base_val_acc"] = base_acc = _BASE_VAL_ACC[key]
-    if acc < base_acc - MAX_ACCURACY_DROP:
-        warnings.warn(f"{model.name}: trained to {acc:.3f} on {len(val)} val images, {base_acc:.3f} for its "
-                      f"base {base.name}: more than {MAX_ACCURACY_DROP:.0%} below it", VariantBelowBase)
+    meta = model.info.meta
+    if not (meta.get("weights") == release.SHIPPED and "val_acc" in meta):   # shipped: scored already
+        val = load_dataset(data, "val", limit=VAL_CHECK_IMAGES, image_size=base.info.input_size)
+        key = (base.info.weight_hash, data, val.fingerprint)   # a base is rebuilt for each variant
+        if key not in _BASE_VAL_ACC:
+            _BASE_VAL_ACC[key] = _accuracy(base, val)
+        meta["val_acc"], meta["base_val_acc"] = _accuracy(model, val), _BASE_VAL_ACC[key]
+    if below_base(meta):
+        warnings.warn(f"{model.name}: {meta['val_acc']:.3f} on {data}'s val split, {meta['base_val_acc']:.3f} "
+                      f"for its base {base.name}: more than {MAX_ACCURACY_DROP:.0%} below it", VariantBelowBase)
+
+
+def below_base(meta: dict) -> bool:
+    """Was a variant scored (``compare_with_base``) more than ``MAX_ACCURACY_DROP`` below its base?"""
+    acc, base_acc = meta.get("val_acc"), meta.get("base_val_acc")
+    return acc is not None and base_acc is not None and acc < base_acc - MAX_ACCURACY_DROP
 
 
 def _accuracy(model: ModelWrapper, data) -> float:
