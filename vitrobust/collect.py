@@ -11,6 +11,12 @@ class CheckFailed(AssertionError):
     """A check's verdict was 'fails' (or 'inconclusive' under policy fail)."""
 
 
+class SeedDependence(AssertionError):
+    """Across seed replicas, a check varied with the training seed where its spec did not say so
+    (or did not vary where the spec says ``varies:``). Not a :class:`CheckFailed`, so a spec's
+    ``xfail:`` does not absorb it."""
+
+
 class SpecFile(pytest.File):
     """A YAML file of one or more specs."""
 
@@ -84,13 +90,15 @@ class CheckItem(pytest.Item):
         session = session_of(self.config)
         option = self.config.getoption
         confidence = option("vitrobust_confidence") or self.spec.confidence
-        verdict = session.engine.evaluate(self.check.node, self.spec.attacks, self.spec.data,
-                                          self.spec.id, confidence)
+        engine = session.engine
+        verdict = engine.evaluate(self.check.node, self.spec.attacks, self.spec.data, self.spec.id, confidence)
         policy = option("vitrobust_inconclusive") or self.check.inconclusive or self.spec.inconclusive
         record = session.checks[self.nodeid]
         record.status, record.message, record.confidence = verdict.status, verdict.message, confidence
         record.values, record.statistic, record.p_value = dict(verdict.values), verdict.statistic, verdict.p_value
         record.intervals = {k: list(v) for k, v in verdict.intervals.items()}
+        record.replicas, record.heterogeneity = list(verdict.replicas), dict(verdict.heterogeneity)
+        self._expect_seed_dependence(verdict, engine.seeds)
         if verdict.status == "holds":
             return
         if verdict.status == "inconclusive" and policy == "skip":
@@ -99,8 +107,21 @@ class CheckItem(pytest.Item):
             pytest.xfail(f"inconclusive at confidence {confidence}: {verdict.statistic}")
         raise CheckFailed(f"{verdict.status}: {self.check.text}\n{verdict.message}")
 
+    def _expect_seed_dependence(self, verdict, seeds: int) -> None:
+        """``varies:`` in the spec against what the replicas showed (see :mod:`.spec_checks`)."""
+        from .replicate import VARIES
+
+        reason = self.check.varies
+        if seeds > 1 and (verdict.status == VARIES) != bool(reason):
+            expected = f"the spec says it varies ({reason})" if reason else "the spec does not say so (varies: REASON)"
+            raise SeedDependence(f"{verdict.status} across {seeds} training seeds, but {expected}: "
+                                 f"{self.check.text}\n{verdict.message}")
+        if reason:
+            one_build = "" if seeds > 1 else "; one build cannot decide it (run with --vitrobust-seeds K)"
+            pytest.xfail(f"varies with the training seed: {reason}{one_build}")
+
     def repr_failure(self, excinfo):
-        if isinstance(excinfo.value, CheckFailed):
+        if isinstance(excinfo.value, (CheckFailed, SeedDependence)):
             claim = f"claim: {self.check.claim}\n" if self.check.claim else ""
             return f"{claim}{excinfo.value}"
         if isinstance(excinfo.value, VitrobustError):

@@ -35,6 +35,7 @@ from .errors import VitrobustError
 from .expr import measures as measures_of
 from .measures import Observation, measure_kind
 from .names import ModelName
+from .replicate import decide_across, replica_node
 from .record import DataRecord, MeasurementRecord, ModelRecord, RunWarning
 from .stats import wilson_interval
 from .verdict import Verdict, decide
@@ -60,7 +61,7 @@ class Engine:
                  adv_cache_dir: str | Path | None = None, progress: bool = True,
                  confidence: float = defaults.CONFIDENCE, max_images: int | None = None,
                  device: str | None = None, precision: str | None = None,
-                 batch_size: int = SCORE_BATCH, skip_bad_images: bool = False):
+                 batch_size: int = SCORE_BATCH, skip_bad_images: bool = False, seeds: int = 1):
         self.zoo = zoo or ZooConfig()
         # device None: $VITROBUST_DEVICE, else auto. Training follows it: load_model takes no
         # device, so zoo.train.fit reads the process-wide setting made here.
@@ -71,6 +72,7 @@ class Engine:
         self._batches: dict[str, int] = {}   # per model: the scoring batch after OOM halvings
         self.max_images = max_images   # caps every spec's image count (a quick smoke run)
         self.skip_bad_images = skip_bad_images   # skip (and record) unreadable folder images
+        self.seeds = int(seeds)   # training-seed replicas every check is decided across
         self.data_source = data_source or self.zoo.data or defaults.DATA_SOURCE
         self.progress = progress
         self.confidence = confidence
@@ -266,7 +268,18 @@ class Engine:
     # -- checks ---------------------------------------------------------------------------------
     def evaluate(self, node, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
                  confidence: float | None = None) -> Verdict:
+        """The verdict of a parsed check; with ``seeds`` > 1 (the engine's), measured on that many seed replicas
+        of its models and decided across them (:mod:`vitrobust.replicate`)."""
         confidence = confidence or self.confidence
+        if self.seeds > 1:
+            per_replica = [self.observations(replica_node(node, s), attacks, spec_data, spec_id, confidence)
+                           for s in range(self.seeds)]
+            return decide_across(node, per_replica, confidence)
+        return decide(node, self.observations(node, attacks, spec_data, spec_id, confidence), confidence)
+
+    def observations(self, node, attacks: dict[str, dict], spec_data: dict | None, spec_id: str,
+                     confidence: float) -> dict:
+        """Every measure of ``node``, observed (memoized), and each model's row of the models table."""
         named = measures_of(node)
         observations = {m: self.observe(m, attacks, spec_data, spec_id, confidence) for m in named}
         timed = [m for m in named if m.kind == "throughput"]
@@ -275,7 +288,7 @@ class Engine:
         for m in named:   # every model a check touches gets a row in the models table
             for name in filter(None, (m.model, m.source)):
                 self.model_summary(name)
-        return decide(node, observations, confidence)
+        return observations
 
     def record_parts(self) -> dict:
         """Models, measurements, artifacts, warnings and cache counts for the run record."""

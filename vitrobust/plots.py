@@ -8,6 +8,9 @@
   where measured (DynamicViT-style pruning, paper section 7.3).
 - A source x target heatmap of transfer ASR per attack.
 - ASR against model size (MB) and against throughput (images/s), labelled scatter.
+- Per-seed effects of the checks decided across training seeds (``--vitrobust-seeds K``), one
+  figure per spec: each check's ``left - right`` (first link) per seed, coloured by that seed's
+  verdict, with the combined verdict in the label; a forest plot where seed dependence is visible at a glance.
 - Each universal adversarial perturbation (artifacts ``uap:<model>:<attack>`` -> ``.npy``; the
   model may carry suffixes, the attack is after the last ``:``), amplified to fill the grey range
   so a perturbation of a few /255 is visible.
@@ -247,8 +250,47 @@ def make_plots(run: RunRecord) -> tuple[list[Plot], list[str]]:
         plots.append(keep)
     plots += transfer_heatmaps(run)
     plots += scatter_plots(run)
+    plots += seed_effect_plots(run)
     uaps, problems = uap_plots(run)
     return plots + uaps, problems
+
+
+_STATUS_COLORS = {"holds": "#1a7f37", "fails": "#cf222e", "inconclusive": "#6b7280"}
+
+
+def seed_effect_rows(run: RunRecord) -> dict:
+    """``spec -> [(check text, [(seed, effect, status)], verdict)]``: the first link's
+    ``left - right`` of every check decided across seeds, where it is defined."""
+    out: dict = {}
+    for c in run.checks:
+        per_seed = [(r["seed"], (r.get("effects") or [None])[0], r["status"]) for r in c.replicas]
+        per_seed = [p for p in per_seed if _finite(p[1])]
+        if per_seed:
+            label = c.check if len(c.check) <= 70 else c.check[:67] + "..."
+            out.setdefault(c.spec, []).append((label, per_seed, c.status))
+    return out
+
+
+def seed_effect_plots(run: RunRecord) -> list[Plot]:
+    plots = []
+    for spec, rows in seed_effect_rows(run).items():
+        fig = Figure(figsize=(9.6, 1.0 + 0.32 * len(rows)), layout="constrained")
+        ax = fig.add_subplot()
+        for y, (_, per_seed, _) in enumerate(rows):
+            for seed, effect, status in per_seed:
+                ax.plot(effect, y, "o", color=_STATUS_COLORS.get(status, "k"), alpha=0.85)
+                ax.annotate(str(seed), (effect, y), textcoords="offset points", xytext=(0, 5),
+                            fontsize="x-small", ha="center")
+        ax.axvline(0.0, color="k", linewidth=0.8)
+        ax.set_yticks(range(len(rows)), [f"{label}  [{verdict}]" for label, _, verdict in rows],
+                      fontsize="x-small")
+        ax.invert_yaxis()
+        ax.set_xlabel("left - right of the check's first comparison, per training seed "
+                      "(green holds, red fails, grey inconclusive; the number is the seed)")
+        ax.grid(alpha=0.3, axis="x")
+        ax.set_title(f"{spec}: effect per training seed")
+        plots.append(Plot(f"seed_effects_{_stem(spec)}", f"{spec}: effect per training seed", _png(fig)))
+    return plots
 
 
 def _stem(text) -> str:

@@ -56,6 +56,11 @@ def pytest_addoption(parser):
                          "cuda:N (default: $VITROBUST_DEVICE, else auto); dynamic INT8 always runs on the CPU")
     group.addoption("--vitrobust-precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                     help="autocast precision of model calls on that device (default fp32: no autocast)")
+    group.addoption("--vitrobust-seeds", metavar="K", type=_positive_int, default=1,
+                    help="decide every check across K independently trained builds of its models "
+                         "(seed replicas: deit_tiny, deit_tiny@s1, ...; replicas other than the shipped "
+                         "zoo train on first use); verdicts become holds / fails / inconclusive across "
+                         "seeds, or varies with the training seed (default 1: the default zoo alone)")
     group.addoption("--vitrobust-skip-bad-images", action="store_true",
                     help="skip unreadable images of a data folder (listed and counted in the report) "
                          "instead of stopping at the first")
@@ -133,7 +138,7 @@ class VitrobustSession:
                 confidence=option("vitrobust_confidence") or defaults.CONFIDENCE,
                 max_images=option("vitrobust_max_images"), device=option("vitrobust_device"),
                 precision=option("vitrobust_precision"),
-                skip_bad_images=option("vitrobust_skip_bad_images"))
+                skip_bad_images=option("vitrobust_skip_bad_images"), seeds=option("vitrobust_seeds"))
         return self._engine
 
     # -- collection ---------------------------------------------------------------------------

@@ -101,7 +101,7 @@ class CheckRecord:
     check: str                                 # the expanded check text
     params: dict = field(default_factory=dict)  # its matrix cell
     claim: Optional[str] = None
-    status: str = "error"                      # holds | fails | inconclusive | error (never ran)
+    status: str = "error"                      # holds | fails | inconclusive | varies | error (never ran)
     outcome: Optional[str] = None              # passed | failed | skipped | xfailed | xpassed
     xfail_reason: Optional[str] = None
     confidence: Optional[float] = None
@@ -110,6 +110,10 @@ class CheckRecord:
     statistic: str = ""
     p_value: Optional[float] = None
     intervals: dict = field(default_factory=dict)   # key -> [lo, hi]
+    # decided across seed replicas (--vitrobust-seeds K): status "varies" is possible, and
+    # each replica's own verdict is kept (seed, status, p_value, statistic, effects, values)
+    replicas: list = field(default_factory=list)
+    heterogeneity: dict = field(default_factory=dict)   # paired link -> homogeneity p-value
 
 
 @dataclass
@@ -138,6 +142,7 @@ class RunConfig:
     device: str = "cpu"                        # cpu, cuda, cuda:N (the resolved --vitrobust-device)
     precision: str = "fp32"                    # fp32, bf16, fp16 (autocast)
     batch_size: int = 256                      # images per model call when scoring (at most 64 above 64x64)
+    seeds: int = 1                             # training-seed replicas every check is decided across
 
 
 @dataclass

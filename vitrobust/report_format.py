@@ -157,3 +157,22 @@ def meas_rows(run: RunRecord) -> list[tuple]:
     conf = run.config.confidence
     return [(m.key, m.spec or "", measured(m, conf), fmt(m.robust_acc), fmt(m.clean_acc),
              m.strategy or "", m.data or "") for m in run.measurements]
+
+
+SEED_HEADERS = ("spec", "check", "params", "across seeds", "per seed", "effect per seed (left - right)",
+                "heterogeneity p")
+
+
+def seed_rows(run: RunRecord) -> list[tuple]:
+    """One row per check decided across seed replicas (``--vitrobust-seeds K``): the combined
+    verdict, each seed's, each seed's left - right per link, and the homogeneity p-values."""
+    rows = []
+    for c in run.checks:
+        if not c.replicas:
+            continue
+        effects = "; ".join(", ".join("" if e is None else f"{e:+.3f}" for e in r.get("effects") or [])
+                            for r in c.replicas)
+        rows.append((c.spec, c.check, params_text(c.params), c.status,
+                     "/".join(r["status"] for r in c.replicas), effects,
+                     ", ".join(f"{p:.3g}" for p in c.heterogeneity.values())))
+    return rows

@@ -14,7 +14,7 @@ import re
 
 from .plots import Plot
 from .record import CheckRecord, RunRecord
-from .report_format import (DATA_HEADERS, MODEL_HEADERS, OUTCOME_ORDER, check_values, config_text,
+from .report_format import (DATA_HEADERS, MODEL_HEADERS, OUTCOME_ORDER, SEED_HEADERS, seed_rows, check_values, config_text,
                             data_rows, interval_label, meas_headers, meas_rows, model_rows, not_reproduced,
                             params_text, statistic, summary_counts, warning_text)
 
@@ -30,7 +30,7 @@ th{background:#f2f4f8}tr:nth-child(even) td{background:#fafbfc}
 .badge{display:inline-block;padding:.05rem .5rem;border-radius:.8rem;font-size:.85rem;
  font-weight:600;color:#fff;background:#6b7280}
 .passed,.holds{background:#1a7f37}.failed,.fails,.error{background:#cf222e}
-.xfailed{background:#9a6700}.xpassed{background:#8250df}.skipped,.inconclusive{background:#6b7280}
+.xfailed{background:#9a6700}.xpassed{background:#8250df}.varies{background:#b35900}.skipped,.inconclusive{background:#6b7280}
 .counts .badge{font-size:1rem;margin-right:.4rem}
 .claim{color:#5a6476;font-style:italic;margin:.2rem 0}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
@@ -87,11 +87,11 @@ def _summary(run: RunRecord) -> str:
     badges = "".join(f"{_badge(o)} {n} " for o, n in sorted(
         counts["outcomes"].items(), key=lambda kv: (OUTCOME_ORDER + (kv[0],)).index(kv[0])))
     return (f'<section id="summary"><h2>Summary</h2><p class="counts">{badges}</p>'
-            + _table(("specs", "checks", "holds", "fails", "inconclusive", "error",
+            + _table(("specs", "checks", "holds", "fails", "inconclusive", "varies", "error",
                       "measurements", "models", "warnings"),
                      [(counts["specs"], counts["checks"],
                        *(counts["statuses"].get(s, 0) for s in
-                         ("holds", "fails", "inconclusive", "error")),
+                         ("holds", "fails", "inconclusive", "varies", "error")),
                        counts["measurements"], counts["models"], counts["warnings"])])
             + "</section>")
 
@@ -150,13 +150,17 @@ def html_page(run: RunRecord, plots: list[Plot] | None = None,
     ``notes`` are one-line problems met while plotting, shown with the warnings."""
     specs = run.spec_ids()
     links = [("summary", "Summary")] + [(spec_anchor(s), s) for s in specs] + [
-        ("not-reproduced", "Did not reproduce"), ("models", "Models"), ("data", "Data"),
+        ("not-reproduced", "Did not reproduce"), *([("seeds", "Seeds")] if seed_rows(run) else []),
+        ("models", "Models"), ("data", "Data"),
         ("measurements", "Measurements"), ("warnings", "Warnings"), ("plots", "Plots")]
     parts = _header(run)
     parts.append("<nav>" + "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in links) + "</nav>")
     parts.append(_summary(run))
     parts += [_spec_section(run, spec) for spec in specs]
     parts.append(_not_reproduced(run))
+    if seed_rows(run):
+        parts.append(f'<section id="seeds"><h2>Across {run.config.seeds} training seeds</h2>'
+                     + _table(SEED_HEADERS, seed_rows(run)) + "</section>")
     parts.append('<section id="models"><h2>Models</h2>'
                  + _table(MODEL_HEADERS, model_rows(run)) + "</section>")
     parts.append('<section id="data"><h2>Data</h2>'

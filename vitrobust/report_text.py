@@ -8,9 +8,9 @@ from __future__ import annotations
 from tabulate import tabulate
 
 from .record import RunRecord
-from .report_format import (DATA_HEADERS, MODEL_HEADERS, data_rows, check_values, meas_headers, meas_rows, model_rows,
-                            not_reproduced, outcome_line, params_text, statistic,
-                            summary_counts, interval_label, warning_text)
+from .report_format import (DATA_HEADERS, MODEL_HEADERS, SEED_HEADERS, data_rows, check_values, meas_headers,
+                            meas_rows, model_rows, not_reproduced, outcome_line, params_text, seed_rows,
+                            statistic, summary_counts, interval_label, warning_text)
 
 
 def terminal_summary(run: RunRecord) -> str:
@@ -69,6 +69,10 @@ def markdown(run: RunRecord, plot_files: dict[str, str] | None = None) -> str:
         out.append(f"- **{c.spec}** `{c.check}` ({params_text(c.params)}): "
                    f"{c.xfail_reason or 'no reason given'} — {values}; {statistic(c)}")
     out += (["Every claim reproduced."] if not failed else []) + [""]
+    seeds = seed_rows(run)
+    if seeds:
+        out += [f"## Across {run.config.seeds} training seeds", "",
+                tabulate(seeds, headers=SEED_HEADERS, tablefmt="github", disable_numparse=True), ""]
     out += ["## Models", "", tabulate(model_rows(run), headers=MODEL_HEADERS, tablefmt="github"),
             "", "## Data", "", tabulate(data_rows(run), headers=DATA_HEADERS, tablefmt="github"),
             "", "## Measurements", "",

@@ -70,7 +70,7 @@ def build_run_record(engine, checks: list, options: RunOptions, run_id: str) -> 
         config=RunConfig(data=engine.data_source, zoo=options.zoo, max_images=engine.max_images,
                          confidence=options.confidence, args=list(options.args),
                          device=str(engine.device), precision=engine.precision,
-                         batch_size=engine.batch_size),
+                         batch_size=engine.batch_size, seeds=engine.seeds),
         checks=list(checks), **parts)
 
 

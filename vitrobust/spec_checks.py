@@ -2,8 +2,14 @@
 and checked against the spec (attack aliases) and the zoo (model names) when it is loaded.
 
 A check is expanded over the matrix keys it names as ``{placeholders}`` (restricted by its
-``only:``); a check that names none is one item, measured and reported once. Its ``claim`` and
-``xfail`` texts may use the same placeholders.
+``only:``); a check that names none is one item, measured and reported once. Its ``claim``,
+``xfail`` and ``varies`` texts may use the same placeholders.
+
+``xfail: REASON``: the claim is expected not to hold (a strict xfail: if it starts to hold, the
+item fails). ``varies: REASON``: the claim is expected to vary with the training seed, which only
+a run across seed replicas can show (``--vitrobust-seeds K``): there the item is xfailed when the
+verdict is "varies" and fails otherwise; in a single-build run it is xfailed whatever that one
+build gives, since one build cannot decide it. A check has at most one of the two.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from .yamllines import item_line, key_line, value_line
 
 __all__ = ["CHECK_KEYS", "expand_checks"]
 
-CHECK_KEYS = ("check", "claim", "xfail", "inconclusive", "only")
+CHECK_KEYS = ("check", "claim", "xfail", "varies", "inconclusive", "only")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _NAMED = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")     # placeholders in claim / xfail prose
 
@@ -136,6 +142,11 @@ def expand_checks(raw, where: Where, line: int, spec_id: str, matrix: dict, atta
         choices = _choices(item, template, matrix, where, cline, label)
         claim = _check_prose(item, "claim", list(choices), where, cline, label)
         xfail = _check_prose(item, "xfail", list(choices), where, cline, label)
+        varies = _check_prose(item, "varies", list(choices), where, cline, label)
+        if xfail and varies:
+            raise where.error(value_line(item, "varies", cline), f"{label}.varies",
+                              "a check is expected either to fail (xfail:) or to vary with the training seed "
+                              "(varies:), not both")
         for combo in itertools.product(*choices.values()):
             params = dict(zip(choices, combo))
             cell = f"{label} ({', '.join(f'{k}={matrix_text(v)}' for k, v in params.items())})" if params else label
@@ -147,5 +158,6 @@ def expand_checks(raw, where: Where, line: int, spec_id: str, matrix: dict, atta
             out.append(Check(spec_id=spec_id, text=text, template=template, params=params,
                              claim=_substitute(claim, params) if claim else None,
                              xfail=_substitute(xfail, params) if xfail else None,
+                             varies=_substitute(varies, params) if varies else None,
                              inconclusive=mode, node=node, line=cline))
     return out

@@ -34,6 +34,7 @@ class Check:
     inconclusive: str         # fail | skip | xfail
     node: object              # parsed tree (Chain or Monotonic)
     line: int                 # YAML line of the check
+    varies: Optional[str] = None   # why the claim is expected to vary with the training seed
 
     def __hash__(self):
         return hash((self.spec_id, self.text, self.line))

@@ -72,6 +72,10 @@ class Verdict:
     intervals: dict = field(default_factory=dict)   # key -> (lo, hi)
     values: dict = field(default_factory=dict)      # measure key / side text -> value
     message: str = ""
+    # across seed replicas only (vitrobust.replicate): each replica's verdict, and the
+    # heterogeneity p-value of each paired link
+    replicas: list = field(default_factory=list)
+    heterogeneity: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from . import cache, release
 from .checkpoints import CheckpointError, head_classes, load_checkpoint, read_state
 from .plan import BuildStep, ModelSource, ZooPlan, building
 from .registry import ModelEntry
+from .replicas import replica_recipe
 from .timm_arch import arch_entry
 from .train import fit
 from .wrapper import ModelInfo, ModelWrapper
@@ -55,7 +56,7 @@ def load_model(name: str, *, checkpoint: str | ZooPlan | None = None, progress: 
     if key not in _LOADED:
         source = plan.step(0)
         entry = arch_entry(source.arch or name.base)
-        model = _load_base(entry, name.base, source, plan, progress)
+        model = _load_base(entry, name.chain()[0], source, plan, progress)
         for i, step in enumerate(name.chain()[1:], start=1):
             build = BuildStep(plan.step(i), plan.data, bool(random_weights), entry=plan.entry_name(i))
             model = _apply_step(model, step, build, progress)
@@ -76,7 +77,8 @@ def _apply_step(parent: ModelWrapper, step: ModelName, build: BuildStep, progres
     return variant
 
 
-def _new_wrapper(entry: ModelEntry, net, name: str | None = None, **info) -> ModelWrapper:
+def _new_wrapper(entry: ModelEntry, net, name: str | None = None, recipe: dict | None = None,
+                 **info) -> ModelWrapper:
     if entry.mean_std is not None:
         mean_std = entry.mean_std
     else:
@@ -84,17 +86,20 @@ def _new_wrapper(entry: ModelEntry, net, name: str | None = None, **info) -> Mod
     num_classes = getattr(net, "num_classes", info.pop("num_classes", 10))
     meta = ModelInfo(name or entry.name, family=entry.family, data=entry.data,
                      input_size=entry.input_size, num_classes=num_classes,
-                     recipe=dict(entry.recipe), **info)
+                     recipe=dict(entry.recipe if recipe is None else recipe), **info)
     return ModelWrapper(net, meta, *mean_std)
 
 
-def _load_base(entry: ModelEntry, name: str, source: ModelSource, plan: ZooPlan, progress: bool) -> ModelWrapper:
+def _load_base(entry: ModelEntry, name: ModelName, source: ModelSource, plan: ZooPlan, progress: bool) -> ModelWrapper:
+    """The base ``name`` (with its replica seed: ``deit_small@s1``) per ``entry`` and ``source``."""
     start = time.perf_counter()
+    recipe = replica_recipe(entry.recipe, name.seed)
     if entry.data is None or source.checkpoint:
         state = read_state(source.checkpoint) if source.checkpoint else None
         classes = source.num_classes or (head_classes(state) if state else None) or _later_classes(plan)
         net = entry.builder(num_classes=classes) if classes else entry.builder()
-        model = _new_wrapper(entry, net, name)
+        # the replica seed is kept for the variants' recipes; a checkpoint's weights do not change
+        model = _new_wrapper(entry, net, name, recipe)
         if state is not None:
             load_checkpoint(model.net, source.checkpoint, state=state)
             model.info.data = None   # weights from elsewhere: not trained on the registered data
@@ -103,13 +108,14 @@ def _load_base(entry: ModelEntry, name: str, source: ModelSource, plan: ZooPlan,
             model.info.meta["weights"] = RANDOM_WEIGHTS
     else:
         train = open_train_split(entry.data)
-        key = cache.cache_key(entry.name, entry.recipe, train.fingerprint)
+        key = cache.cache_key(entry.name, recipe, train.fingerprint)
         # seed the initial weights too: otherwise they depend on whatever the process drew first
-        torch.manual_seed(int(entry.recipe.get("seed", 0)))
-        model = _new_wrapper(entry, entry.builder(num_classes=train.num_classes))
+        torch.manual_seed(int(recipe.get("seed", 0)))
+        label = ModelName.join(entry.name, seed=name.seed)   # deit_small_patch16_224@s1
+        model = _new_wrapper(entry, entry.builder(num_classes=train.num_classes), label, recipe)
         release.cached_or_trained(
-            model, entry.name, key, release.release_key(entry.name, entry.recipe, entry.data),
-            lambda: fit(model, train, entry.recipe, desc=f"training {entry.name}", progress=progress))
+            model, label, key, release.release_key(entry.name, recipe, entry.data),
+            lambda: fit(model, train, recipe, desc=f"training {label}", progress=progress))
     model.eval()
     model.info.weight_hash = cache.state_hash(model.net.state_dict())
     model.info.build_seconds = time.perf_counter() - start

@@ -20,6 +20,7 @@ from ..errors import VitrobustError
 from . import cache, release
 from .checkpoints import check_class_count, load_checkpoint
 from .plan import current_step
+from .replicas import replica_of, replica_recipe
 from .wrapper import ModelInfo, ModelWrapper
 
 
@@ -49,7 +50,9 @@ def variant_wrapper(name: str, base: ModelWrapper, net: torch.nn.Module, *, fami
 
 def variant_recipe(base: ModelWrapper, recipe: dict) -> dict:
     """``recipe`` with its epochs capped by the base's ``variant_epochs`` (small test fixtures),
-    or set by the zoo config's ``train: {epochs: N}`` for the variant being built."""
+    or set by the zoo config's ``train: {epochs: N}`` for the variant being built, and seeded for
+    the base's replica (:mod:`.replicas`)."""
+    recipe = replica_recipe(recipe, replica_of(base.info.recipe))
     epochs = current_step().source.train_epochs
     if epochs:
         return {**recipe, "epochs": int(epochs)}
