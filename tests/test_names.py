@@ -45,3 +45,24 @@ def test_malformed_names_are_one_line_errors(bad):
 def test_not_a_string_is_refused():
     with pytest.raises(ModelNameError, match="must be a string"):
         ModelName(3)
+
+
+def test_a_replica_seed_belongs_to_the_base_and_travels_along_the_chain():
+    name = ModelName("deit_small@s2:prune0.7:int8")
+    assert (name.base, name.suffixes, name.seed) == ("deit_small", ("prune0.7", "int8"), 2)
+    assert name.parent == "deit_small@s2:prune0.7" and name.chain()[0] == "deit_small@s2"
+    assert name.with_base("deit_small_patch16_224") == "deit_small_patch16_224@s2:prune0.7:int8"
+    assert ModelName("deit_small:int8").replica(1) == "deit_small@s1:int8"
+    assert name.replica(0) == "deit_small:prune0.7:int8"
+    assert pickle.loads(pickle.dumps(name)).seed == 2
+
+
+def test_replica_zero_is_the_default_zoo_spelled_one_way():
+    assert ModelName("deit_small@s0:int8") == "deit_small:int8"
+    assert ModelName("deit_small@s0").seed == 0
+
+
+@pytest.mark.parametrize("bad", ["deit@s", "deit@1", "deit@s01", "deit:int8@s1", "@s1", "deit@s1@s2", "deit@s-1"])
+def test_malformed_replica_tags_are_one_line_errors(bad):
+    with pytest.raises(ModelNameError, match="bad model name"):
+        ModelName(bad)

@@ -225,3 +225,26 @@ def test_fit_param_groups_keep_their_own_scheduled_lr(digits_test, monkeypatch):
     moved = {k: (net.state_dict()[k] - before[k]).abs().max().item() for k in before}
     assert moved["fast.weight"] > 20 * moved["slow.weight"] > 0
     assert moved["frozen.weight"] == 0
+
+
+def test_a_replica_shifts_every_recipe_seed_and_keys_apart():
+    from vitrobust.zoo import cache
+    from vitrobust.zoo.replicas import SEED_STRIDE, replica_of, replica_recipe
+
+    recipe = {"epochs": 2, "lr": 1e-3, "seed": 1}
+    assert replica_recipe(recipe, 0) == recipe   # the default zoo's keys do not change
+    second = replica_recipe(recipe, 2)
+    assert second == {"epochs": 2, "lr": 1e-3, "seed": 1 + 2 * SEED_STRIDE, "replica": 2}
+    assert replica_of(second) == 2 and replica_of(recipe) == 0
+    assert cache.cache_key("m", second, "fp") != cache.cache_key("m", recipe, "fp")
+
+
+def test_a_variant_of_a_replica_is_trained_with_the_replica_seed(vit_model):
+    from vitrobust.zoo.replicas import SEED_STRIDE
+    from vitrobust.zoo.variant import variant_recipe
+    from vitrobust.zoo.wrapper import ModelInfo, ModelWrapper
+
+    base = ModelWrapper(vit_model.net, ModelInfo("vit_fixture@s1", recipe={**vit_model.info.recipe, "replica": 1}))
+    recipe = variant_recipe(base, {"epochs": 3, "seed": 0})
+    assert recipe["seed"] == SEED_STRIDE and recipe["replica"] == 1
+    assert variant_recipe(vit_model, {"epochs": 3, "seed": 0})["seed"] == 0

@@ -38,6 +38,13 @@ def test_the_issue_example_reads_and_resolves_every_step(tmp_path):
     assert plan.step(0) == ModelSource("timm:swin_tiny_patch4_window7_224", "/ckpt/swin_t.pth", 10)
 
 
+def test_a_seed_replica_follows_the_entries_of_the_name_it_replicates(tmp_path):
+    zoo = _load(tmp_path, USER_ZOO)
+    name, plan = zoo.resolve("deit_small@s2:mini")
+    assert name == "deit_small_patch16_224@s2:mini" and name.seed == 2
+    assert plan.step(0).checkpoint == "/ckpt/deit_s.pth" and plan.step(1) == ModelSource(train_epochs=3)
+
+
 def test_names_without_entries_resolve_to_themselves(tmp_path):
     zoo = _load(tmp_path, USER_ZOO)
     assert zoo.resolve("deit_tiny:int8") == ("deit_tiny:int8", None)

@@ -188,7 +188,7 @@ def compare(current: RunRecord, baseline: RunRecord, margin: float = MARGIN,
     return out
 
 
-COMPARABLE_CONFIG = ("data", "zoo", "max_images", "device", "precision", "batch_size")
+COMPARABLE_CONFIG = ("data", "zoo", "max_images", "device", "precision", "batch_size", "seeds")
 
 
 def comparability_notes(current: RunRecord, baseline: RunRecord) -> list[str]:

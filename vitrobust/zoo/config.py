@@ -68,7 +68,8 @@ class ZooConfig:
         architecture keeps the spec's name (the plan carries the architecture).
         """
         name = ModelName(name)
-        entries = [self.models.get(str(step)) or {} for step in name.chain()]
+        # a seed replica (deit_small@s1) follows the entries of the name it replicates
+        entries = [self.models.get(str(step.replica(0))) or {} for step in name.chain()]
         if not any(entries):
             return name, None
         arch = entries[0].get("arch") or name.base
