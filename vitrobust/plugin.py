@@ -163,9 +163,12 @@ class VitrobustSession:
         if isinstance(item, CheckItem):
             # the record exists before runtest fills it in, so an error in setup is recorded too
             check = item.check
+            one_build = self.config.getoption("vitrobust_seeds") == 1
             self.checks.setdefault(item.nodeid, CheckRecord(
                 spec=item.spec.id, nodeid=item.nodeid, check=check.text, params=dict(check.params),
-                claim=check.claim, xfail_reason=check.xfail))
+                claim=check.claim,
+                xfail_reason=check.xfail or (f"varies with the training seed: {check.varies}" if check.varies else None)
+                or (check.xfail_one_build if one_build else None)))
         yield
 
     def pytest_runtest_logreport(self, report):

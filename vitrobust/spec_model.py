@@ -35,6 +35,7 @@ class Check:
     node: object              # parsed tree (Chain or Monotonic)
     line: int                 # YAML line of the check
     varies: Optional[str] = None   # why the claim is expected to vary with the training seed
+    xfail_one_build: Optional[str] = None   # why one build does not decide a claim that holds across seeds
 
     def __hash__(self):
         return hash((self.spec_id, self.text, self.line))
