@@ -99,6 +99,18 @@ def test_a_claim_said_to_vary_is_xfailed_in_a_single_build_run(pytester, spec_di
     assert check["status"] == "holds" and check["outcome"] == "xfailed"   # the build's verdict is kept
 
 
+ONE_BUILD_SPEC = VARIES_SPEC.replace("varies: said so to test the expectation",
+                                     "xfail_one_build: said so to test the expectation")
+
+
+def test_a_one_build_xfail_is_strict_in_single_build_runs_and_ignored_across_seeds(pytester, spec_dir):
+    (spec_dir / "one.yaml").write_text(ONE_BUILD_SPEC)
+    single = _run(pytester)
+    single.assert_outcomes(failed=1)   # the claim holds on this build: a strict xfail's XPASS
+    assert "XPASS(strict)" in single.stdout.str()
+    _run(pytester, "--vitrobust-seeds=2").assert_outcomes(passed=1)
+
+
 def test_seeds_must_be_a_positive_count(pytester, spec_dir):
     (spec_dir / "seeds.yaml").write_text(SPEC)
     result = _run(pytester, "--vitrobust-seeds=0")

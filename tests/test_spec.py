@@ -314,3 +314,17 @@ def test_a_spec_without_attacks_needs_no_attacks_block(tmp_path):
     path.write_text("id: sizes\nabout: an attack nobody declared\nchecks:\n  - asr(a, pgd) > 0\n")
     with pytest.raises(SpecError, match=r"sizes.yaml:4: .*unknown attack alias 'pgd' \(the spec has no attacks: block\)"):
         load_spec_file(path)
+
+
+def test_seed_expectations_expand_and_at_most_one_is_given(tmp_path):
+    text = replace('    xfail: "measured: equal on the digits zoo"\n',
+                   '    varies: "differs between seeds at {size}"\n')
+    spec = load_spec_file(write(tmp_path, text))[0]
+    assert [c.varies for c in spec.checks if c.varies] == ["differs between seeds at tiny", "differs between seeds at small"]
+    assert all(c.xfail is None for c in spec.checks)
+    one_build = replace('    xfail: "measured: equal on the digits zoo"\n', '    xfail_one_build: "one build is inconclusive"\n')
+    assert load_spec_file(write(tmp_path, one_build))[0].checks[3].xfail_one_build == "one build is inconclusive"
+    both = replace('    xfail: "measured: equal on the digits zoo"\n',
+                   '    xfail: "measured: equal on the digits zoo"\n    varies: "and it varies"\n')
+    msg = load_error(tmp_path, both)
+    assert "checks[1].varies: a check has at most one expectation: xfail: and varies: are both given" in msg
