@@ -268,8 +268,8 @@ class Engine:
     # -- checks ---------------------------------------------------------------------------------
     def evaluate(self, node, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
                  confidence: float | None = None) -> Verdict:
-        """The verdict of a parsed check; with ``seeds`` > 1 (the engine's), measured on that many seed replicas
-        of its models and decided across them (:mod:`vitrobust.replicate`)."""
+        """The verdict of a parsed check. With the engine's ``seeds`` > 1 it is measured on that
+        many seed replicas of its models and decided across them (:mod:`vitrobust.replicate`)."""
         confidence = confidence or self.confidence
         if self.seeds > 1:
             per_replica = [self.observations(replica_node(node, s), attacks, spec_data, spec_id, confidence)
