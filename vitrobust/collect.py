@@ -74,7 +74,7 @@ class SpecNode(pytest.Collector):
         one_build = self.config.getoption("vitrobust_seeds") == 1
         for check in self.checks:
             item = CheckItem.from_parent(self, name=check.text, spec=self.spec, check=check)
-            reason = check.xfail or (check.xfail_one_build if one_build else None)
+            reason = check.strict_xfail(one_build)
             if reason:
                 # strict: a claim that starts to hold again must be noticed and the xfail removed
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=True, raises=CheckFailed))

@@ -42,7 +42,8 @@ from .names import ModelName, ModelNameError
 __all__ = ["parse_check"]
 
 # A word starts with a letter or '_' and may hold the characters of model names and suffixes
-# (deit_small:prune0.7, a replica deit_small@s1:prune0.7); a number starts with a digit or '.'. No sign: '-' is always an operator.
+# (deit_small:prune0.7, a replica deit_small@s1:prune0.7); a number starts with a digit or '.'.
+# No sign: '-' is always an operator.
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.:@]*")
 _NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

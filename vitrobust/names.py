@@ -47,10 +47,11 @@ class ModelName(str):
             if not _PART.match(part):
                 raise ModelNameError(f"bad model name {text!r}: expected base[@sN][:suffix...], each part "
                                      "letters, digits, '_', '.' (starting with a letter or '_')")
+        base = parts[0]
         if seed:   # @s0 is the default zoo: one spelling per model
-            parts[0] = f"{parts[0]}@s{seed}"
+            parts[0] = f"{base}@s{seed}"
         self = super().__new__(cls, ":".join(parts))
-        self.base, self.suffixes, self.seed = parts[0].split("@")[0], tuple(parts[1:]), seed
+        self.base, self.suffixes, self.seed = base, tuple(parts[1:]), seed
         return self
 
     def __getnewargs__(self):   # pickle (multiprocessing) rebuilds it from its text

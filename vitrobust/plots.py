@@ -10,7 +10,7 @@
 - ASR against model size (MB) and against throughput (images/s), labelled scatter.
 - Per-seed effects of the checks decided across training seeds (``--vitrobust-seeds K``), one
   figure per spec: each check's ``left - right`` (first link) per seed, coloured by that seed's
-  verdict, with the combined verdict in the label; a forest plot where seed dependence is visible at a glance.
+  verdict, with the combined verdict in the label: a forest plot that shows seed dependence.
 - Each universal adversarial perturbation (artifacts ``uap:<model>:<attack>`` -> ``.npy``; the
   model may carry suffixes, the attack is after the last ``:``), amplified to fill the grey range
   so a perturbation of a few /255 is visible.

@@ -166,9 +166,7 @@ class VitrobustSession:
             one_build = self.config.getoption("vitrobust_seeds") == 1
             self.checks.setdefault(item.nodeid, CheckRecord(
                 spec=item.spec.id, nodeid=item.nodeid, check=check.text, params=dict(check.params),
-                claim=check.claim,
-                xfail_reason=check.xfail or (f"varies with the training seed: {check.varies}" if check.varies else None)
-                or (check.xfail_one_build if one_build else None)))
+                claim=check.claim, xfail_reason=check.expected_not_to_pass(one_build)))
         yield
 
     def pytest_runtest_logreport(self, report):

@@ -14,9 +14,9 @@ import re
 
 from .plots import Plot
 from .record import CheckRecord, RunRecord
-from .report_format import (DATA_HEADERS, MODEL_HEADERS, OUTCOME_ORDER, SEED_HEADERS, seed_rows, check_values, config_text,
+from .report_format import (DATA_HEADERS, MODEL_HEADERS, OUTCOME_ORDER, SEED_HEADERS, check_values, config_text,
                             data_rows, interval_label, meas_headers, meas_rows, model_rows, not_reproduced,
-                            params_text, statistic, summary_counts, warning_text)
+                            params_text, seed_rows, statistic, summary_counts, warning_text)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0 auto;max-width:1200px;
@@ -149,8 +149,9 @@ def html_page(run: RunRecord, plots: list[Plot] | None = None,
     """One self-contained HTML page (inline CSS, base64 images, no script, no external link);
     ``notes`` are one-line problems met while plotting, shown with the warnings."""
     specs = run.spec_ids()
+    seeds = seed_rows(run)
     links = [("summary", "Summary")] + [(spec_anchor(s), s) for s in specs] + [
-        ("not-reproduced", "Did not reproduce"), *([("seeds", "Seeds")] if seed_rows(run) else []),
+        ("not-reproduced", "Did not reproduce"), *([("seeds", "Seeds")] if seeds else []),
         ("models", "Models"), ("data", "Data"),
         ("measurements", "Measurements"), ("warnings", "Warnings"), ("plots", "Plots")]
     parts = _header(run)
@@ -158,9 +159,9 @@ def html_page(run: RunRecord, plots: list[Plot] | None = None,
     parts.append(_summary(run))
     parts += [_spec_section(run, spec) for spec in specs]
     parts.append(_not_reproduced(run))
-    if seed_rows(run):
+    if seeds:
         parts.append(f'<section id="seeds"><h2>Across {run.config.seeds} training seeds</h2>'
-                     + _table(SEED_HEADERS, seed_rows(run)) + "</section>")
+                     + _table(SEED_HEADERS, seeds) + "</section>")
     parts.append('<section id="models"><h2>Models</h2>'
                  + _table(MODEL_HEADERS, model_rows(run)) + "</section>")
     parts.append('<section id="data"><h2>Data</h2>'

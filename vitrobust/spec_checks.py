@@ -3,15 +3,15 @@ and checked against the spec (attack aliases) and the zoo (model names) when it 
 
 A check is expanded over the matrix keys it names as ``{placeholders}`` (restricted by its
 ``only:``); a check that names none is one item, measured and reported once. Its ``claim``,
-``xfail`` and ``varies`` texts may use the same placeholders.
+``xfail``, ``varies`` and ``xfail_one_build`` texts may use the same placeholders.
 
 ``xfail: REASON``: the claim is expected not to hold (a strict xfail: if it starts to hold, the
 item fails). ``varies: REASON``: the claim is expected to vary with the training seed, which only
 a run across seed replicas can show (``--vitrobust-seeds K``): there the item is xfailed when the
 verdict is "varies" and fails otherwise; in a single-build run it is xfailed whatever that one
-build gives, since one build cannot decide it. A check has at most one of the two.
-``xfail_one_build: REASON``: a strict xfail in single-build runs only, for a claim that holds
-across seeds but that the default zoo's one build does not decide (inconclusive there).
+build gives, since one build cannot decide it. ``xfail_one_build: REASON``: a strict xfail in
+single-build runs only, for a claim that holds across seeds but that the default zoo's one build
+does not decide (inconclusive there). A check has at most one of the three.
 """
 from __future__ import annotations
 

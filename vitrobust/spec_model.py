@@ -40,6 +40,16 @@ class Check:
     def __hash__(self):
         return hash((self.spec_id, self.text, self.line))
 
+    def strict_xfail(self, one_build: bool) -> Optional[str]:
+        """The reason for a strict xfail marker in this run: ``xfail:``, or ``xfail_one_build:`` in
+        a single-build run (``--vitrobust-seeds 1``)."""
+        return self.xfail or (self.xfail_one_build if one_build else None)
+
+    def expected_not_to_pass(self, one_build: bool) -> Optional[str]:
+        """Why this check is expected not to pass in this run (the report's reason), or None."""
+        varies = f"varies with the training seed: {self.varies}" if self.varies else None
+        return self.strict_xfail(one_build) or varies
+
     @property
     def param_id(self) -> str:
         """``size=tiny,keep=0.7`` ('' without matrix parameters), for readable test ids."""
