@@ -45,3 +45,18 @@ def load_error(tmp_path, text, **kw) -> str:
 def replace(old, new, text=GOOD):
     assert old in text
     return text.replace(old, new)
+
+
+# -- end-to-end runs of spec folders in a pytester sandbox ---------------------------------------
+@pytest.fixture
+def spec_dir(pytester):
+    """An empty ``specs/`` folder in the pytester sandbox (import this fixture to use it)."""
+    (pytester.path / "specs").mkdir()
+    return pytester.path / "specs"
+
+
+def run_specs(pytester, *args):
+    """``pytest specs`` in-process with reports in the sandbox's ``reports/``."""
+    return pytester.runpytest_inprocess(
+        "specs", "-p", "no:randomly", "--vitrobust-no-progress",
+        f"--vitrobust-report-dir={pytester.path / 'reports'}", *args)

@@ -4,6 +4,8 @@ import textwrap
 
 import pytest
 
+from spec_helpers import run_specs, spec_dir  # noqa: F401  (spec_dir is a fixture)
+
 pytest_plugins = ["pytester"]
 
 SPEC = """
@@ -37,17 +39,6 @@ checks:
 """
 
 
-@pytest.fixture
-def spec_dir(pytester):
-    (pytester.path / "specs").mkdir()
-    return pytester.path / "specs"
-
-
-def _run(pytester, *args):
-    return pytester.runpytest_inprocess(
-        "specs", "-p", "no:randomly", "--vitrobust-no-progress",
-        f"--vitrobust-report-dir={pytester.path / 'reports'}", *args)
-
 
 def test_spec_checks_become_items_with_readable_ids(pytester, spec_dir):
     (spec_dir / "e2e.yaml").write_text(SPEC)
@@ -69,7 +60,7 @@ def test_k_selects_by_model_and_attack(pytester, spec_dir):
 
 def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
     (spec_dir / "e2e.yaml").write_text(SPEC)
-    result = _run(pytester)
+    result = run_specs(pytester)
     result.assert_outcomes(passed=6)
     out = result.stdout.str()
     assert "vitrobust" in out and "report:" in out
@@ -81,7 +72,7 @@ def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
     assert len(keys) == len(run["measurements"])
     assert (latest / "report.md").exists()
     # a second session re-attacks nothing: every adversarial set comes from the disk cache
-    again = _run(pytester)
+    again = run_specs(pytester)
     again.assert_outcomes(passed=6)
     assert "adversarial sets: 0 generated" in again.stdout.str()
 
@@ -90,14 +81,14 @@ def test_run_record_starts_when_the_session_starts(pytester, spec_dir):
     # a session that spends over a second before its first check: "started" must predate it
     pytester.makeconftest("import time\ndef pytest_collection_finish(session):\n    time.sleep(1.2)\n")
     (spec_dir / "e2e.yaml").write_text(SPEC)
-    _run(pytester, "-k", "size_mb").assert_outcomes(passed=1)
+    run_specs(pytester, "-k", "size_mb").assert_outcomes(passed=1)
     run = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
     assert run["started"] < run["finished"]
 
 
 def test_max_images_caps_every_measurement_and_is_recorded(pytester, spec_dir):
     (spec_dir / "e2e.yaml").write_text(SPEC)     # the spec asks for 160 images
-    _run(pytester, "-k", "vit_fixture_wide and fgsm", "--vitrobust-max-images=40").assert_outcomes(passed=1)
+    run_specs(pytester, "-k", "vit_fixture_wide and fgsm", "--vitrobust-max-images=40").assert_outcomes(passed=1)
     run = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
     assert run["config"]["max_images"] == 40
     rates = [m for m in run["measurements"] if m["n"] is not None]
@@ -106,14 +97,14 @@ def test_max_images_caps_every_measurement_and_is_recorded(pytester, spec_dir):
 
 def test_max_images_must_be_a_positive_count(pytester, spec_dir):
     (spec_dir / "e2e.yaml").write_text(SPEC)
-    result = _run(pytester, "--vitrobust-max-images=0")
+    result = run_specs(pytester, "--vitrobust-max-images=0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "expected a positive whole number, got '0'" in result.stderr.str()
 
 
 def test_false_property_fails_with_measured_values(pytester, spec_dir):
     (spec_dir / "false.yaml").write_text(FALSE_SPEC)
-    result = _run(pytester)
+    result = run_specs(pytester)
     result.assert_outcomes(failed=1, xfailed=1)
     out = result.stdout.str()
     assert "asr(vit_fixture, fgsm)" in out and "asr(vit_fixture, pgd)" in out
@@ -139,7 +130,7 @@ def test_a_reporting_failure_keeps_the_raw_results(pytester, spec_dir):
     # between in-process runs, so the inner session may import a fresh module object.)
     (pytester.path / "db-is-a-folder").mkdir()
     (spec_dir / "e2e.yaml").write_text(SPEC)
-    result = _run(pytester, "-k", "size_mb", f"--vitrobust-db={pytester.path / 'db-is-a-folder'}")
+    result = run_specs(pytester, "-k", "size_mb", f"--vitrobust-db={pytester.path / 'db-is-a-folder'}")
     out = result.stdout.str()
     assert "reporting failed (StoreError: cannot use" in out and "unable to open database file" in out
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
@@ -152,8 +143,8 @@ def test_baseline_gate_through_the_plugin(pytester, spec_dir):
     import sqlite3
 
     (spec_dir / "e2e.yaml").write_text(SPEC)
-    _run(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-save-baseline=release").assert_outcomes(passed=2)
-    same = _run(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-baseline=release")
+    run_specs(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-save-baseline=release").assert_outcomes(passed=2)
+    same = run_specs(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-baseline=release")
     same.assert_outcomes(passed=2)
     assert same.ret == 0 and "no regressions against baseline 'release'" in same.stdout.str()
 
@@ -167,7 +158,7 @@ def test_baseline_gate_through_the_plugin(pytester, spec_dir):
         db.execute("UPDATE measurements SET value=0, k=0, outcomes=? WHERE rowid=?", (zeroed, rowid))
     db.commit()
     db.close()
-    worse = _run(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-baseline=release")
+    worse = run_specs(pytester, "-k", "vit_fixture_wide and pgd", "--vitrobust-baseline=release")
     assert worse.ret != 0
     assert "REGRESSIONS against baseline 'release'" in worse.stdout.str()
     assert "asr(vit_fixture_wide, pgd)" in worse.stdout.str()
@@ -221,9 +212,9 @@ def test_zoo_config_points_specs_at_local_checkpoints_and_an_image_folder(pytest
         """))
     (spec_dir / "own.yaml").write_text(ZOO_SPEC)
 
-    unconfigured = _run(pytester)
+    unconfigured = run_specs(pytester)
     assert "unknown model 'good'" in unconfigured.stdout.str()
-    result = _run(pytester, f"--vitrobust-zoo={pytester.path / 'zoo.yaml'}")
+    result = run_specs(pytester, f"--vitrobust-zoo={pytester.path / 'zoo.yaml'}")
     result.assert_outcomes(passed=3)
     report = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
     assert report["config"]["data"] == str(pytester.path / "images")
@@ -231,7 +222,7 @@ def test_zoo_config_points_specs_at_local_checkpoints_and_an_image_folder(pytest
 
 def test_device_and_precision_reach_the_run_record(pytester, spec_dir):
     (spec_dir / "e2e.yaml").write_text(SPEC)
-    _run(pytester, "-k", "vit_fixture_wide and fgsm", "--vitrobust-max-images=24",
+    run_specs(pytester, "-k", "vit_fixture_wide and fgsm", "--vitrobust-max-images=24",
          "--vitrobust-device=cpu", "--vitrobust-precision=bf16").assert_outcomes(passed=1)
     run = json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
     assert (run["config"]["device"], run["config"]["precision"], run["config"]["batch_size"]) == ("cpu", "bf16", 256)

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from spec_helpers import run_specs, spec_dir  # noqa: F401  (spec_dir is a fixture)
+
 pytest_plugins = ["pytester"]
 
 SPEC = """
@@ -32,17 +34,6 @@ checks:
 """
 
 
-@pytest.fixture
-def spec_dir(pytester):
-    (pytester.path / "specs").mkdir()
-    return pytester.path / "specs"
-
-
-def _run(pytester, *args):
-    return pytester.runpytest_inprocess(
-        "specs", "-p", "no:randomly", "--vitrobust-no-progress",
-        f"--vitrobust-report-dir={pytester.path / 'reports'}", *args)
-
 
 def _report(pytester) -> dict:
     return json.loads((pytester.path / "reports" / "latest" / "report.json").read_text())
@@ -50,7 +41,7 @@ def _report(pytester) -> dict:
 
 def test_checks_are_decided_across_two_trained_builds(pytester, spec_dir):
     (spec_dir / "seeds.yaml").write_text(SPEC)
-    result = _run(pytester, "--vitrobust-seeds=2")
+    result = run_specs(pytester, "--vitrobust-seeds=2")
     result.assert_outcomes(passed=2)
     run = _report(pytester)
     assert run["config"]["seeds"] == 2
@@ -77,7 +68,7 @@ def test_checks_are_decided_across_two_trained_builds(pytester, spec_dir):
 
 def test_one_build_is_the_default_and_records_no_replicas(pytester, spec_dir):
     (spec_dir / "seeds.yaml").write_text(SPEC)
-    _run(pytester, "-k", "size_mb").assert_outcomes(passed=1)
+    run_specs(pytester, "-k", "size_mb").assert_outcomes(passed=1)
     run = _report(pytester)
     assert run["config"]["seeds"] == 1 and run["checks"][0]["replicas"] == []
     assert not any("@s" in name for name in run["models"])
@@ -85,14 +76,14 @@ def test_one_build_is_the_default_and_records_no_replicas(pytester, spec_dir):
 
 def test_a_claim_said_to_vary_that_does_not_fails_across_seeds(pytester, spec_dir):
     (spec_dir / "vary.yaml").write_text(VARIES_SPEC)
-    result = _run(pytester, "--vitrobust-seeds=2")
+    result = run_specs(pytester, "--vitrobust-seeds=2")
     result.assert_outcomes(failed=1)
     assert "holds across 2 training seeds, but the spec says it varies" in result.stdout.str()
 
 
-def test_a_claim_said_to_vary_is_xfailed_in_a_single_build_run(pytester, spec_dir):
+def test_a_claim_said_to_vary_is_xfailed_in_a_single_buildrun_specs(pytester, spec_dir):
     (spec_dir / "vary.yaml").write_text(VARIES_SPEC)
-    result = _run(pytester, "-rx")
+    result = run_specs(pytester, "-rx")
     result.assert_outcomes(xfailed=1)
     assert "one build cannot decide it" in result.stdout.str()
     check = _report(pytester)["checks"][0]
@@ -105,14 +96,14 @@ ONE_BUILD_SPEC = VARIES_SPEC.replace("varies: said so to test the expectation",
 
 def test_a_one_build_xfail_is_strict_in_single_build_runs_and_ignored_across_seeds(pytester, spec_dir):
     (spec_dir / "one.yaml").write_text(ONE_BUILD_SPEC)
-    single = _run(pytester)
+    single = run_specs(pytester)
     single.assert_outcomes(failed=1)   # the claim holds on this build: a strict xfail's XPASS
     assert "XPASS(strict)" in single.stdout.str()
-    _run(pytester, "--vitrobust-seeds=2").assert_outcomes(passed=1)
+    run_specs(pytester, "--vitrobust-seeds=2").assert_outcomes(passed=1)
 
 
 def test_seeds_must_be_a_positive_count(pytester, spec_dir):
     (spec_dir / "seeds.yaml").write_text(SPEC)
-    result = _run(pytester, "--vitrobust-seeds=0")
+    result = run_specs(pytester, "--vitrobust-seeds=0")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "expected a positive whole number, got '0'" in result.stderr.str()
