@@ -6,13 +6,16 @@ Three prediction modules sit before the blocks at ``depth * k // 4`` (k = 1, 2, 
 official code floors, and so does a variant loaded from a checkpoint, which comes from that code);
 class / distillation tokens are always kept.
 
-- Training (the paper's recipe): hard Gumbel-softmax keep decisions, multiplied stage by stage;
-  dropped tokens stay in the tensor but are masked out of every later attention softmax (each
-  token may still attend to itself, as the official ``softmax_with_policy``), so they no longer
-  influence the kept ones. Loss = CE(labels) + w * mean_k MSE(mean keep decision, rho**k)
-  + 0.5 * KL(teacher logits || student logits, T=1) + 0.5 * MSE(final features of kept tokens,
-  teacher's); the teacher is the dense base model, frozen. The paper's w is 2.0; the default
-  zoo's recipe uses 10.0 (see ``PRUNE_RECIPE``).
+- Training, ``selection: gumbel`` (the paper's recipe): hard Gumbel-softmax keep decisions,
+  multiplied stage by stage; dropped tokens stay in the tensor but are masked out of every later
+  attention softmax (each token may still attend to itself, as the official
+  ``softmax_with_policy``), so they no longer influence the kept ones. Loss = CE(labels) + w *
+  mean_k MSE(mean keep decision, rho**k) + 0.5 * KL(teacher logits || student logits, T=1) + 0.5
+  * MSE(final features of kept tokens, teacher's); the teacher is the dense base model, frozen.
+- Training, ``selection: distilled`` (the default zoo's recipe, not the paper's): the network
+  trains on the evaluation path below, and each predictor learns to rank tokens as the dense
+  teacher's class token attends to them in the blocks it prunes for (see ``PRUNE_RECIPE`` for
+  why; :func:`distilled_pruning_loss`).
 - Evaluation: at each stage the top-scoring tokens are gathered (``torch.topk``), so every later
   block really runs on fewer tokens and FLOPs fall. Deterministic and batch independent.
 
@@ -37,38 +40,25 @@ from ..zoo.train import fit
 from ..zoo.variant import trained_variant, variant_recipe
 from ..zoo.wrapper import ModelWrapper
 from . import CompressionError, register_compression
-from .distill import kd_loss
 
-# Recipe for the default zoo (part of each variant's cache key). One phase with two AdamW param
-# groups: the predictors at predictor_lr, the backbone at lr, both on the same warmup-cosine
-# schedule. The predictors need a high lr throughout: at 2e-3 their keep scores barely varied
-# across tokens (std 0.02), top-k then picked a biased subset and deit_small:prune0.7 scored 0.84
-# at eval; an earlier two-phase recipe (predictors alone at 1e-2, then everything at 3e-4) let the
-# scores collapse again at rho 0.5 (deit_small 0.83, deit_base 0.80 vs dense 0.97 / 0.96).
-# Collapse has two faces, both measured on deit_small:prune0.5: at predictor lr 1e-2 the first
-# stage saturated at keep-probability 1.0 for every token (no gradient left, eval accuracy 0.70);
-# with the official ratio weight 2.0 the accuracy losses outweigh the keep-ratio loss and
-# training keeps ~88% of the tokens at stage 1 (target 50%), so eval's top-k sees a different
-# network (0.89 at lr 3e-3). Ratio weight 10 holds the keep rates and lr 5e-3 lets the scores
-# spread (std 0.25 across tokens): 0.936. 8 epochs keep all nine default-zoo variants near
-# 4 minutes on 2 idle cores. Open: deit_base (8 blocks) still loses 7 points at rho 0.6 and 15
-# at 0.5 (0.893 / 0.813 vs 0.962): its first predictor's scores stay near-constant (std 0.002);
-# ratio weight 30 made it worse (0.70, uniform p~0.44), predictor lr 1e-2 barely better (0.833).
-#
-# The same recipe collapsed on another machine's build (deit_small 0.807 at rho 0.6 and 0.649 at
-# 0.5, deit_base 0.882 at 0.6): training sees Gumbel-sampled keep masks, evaluation the top-k of
-# the scores, and where the scores stay near-constant the top-k tokens are a set the backbone
-# never learned on. So a second phase trains the backbone on the evaluation path itself (top-k
-# kept, ``topk_epochs`` at ``topk_lr``, cross-entropy plus KL to the dense teacher), which the
-# official release does not have: the network is then trained as it is evaluated. Measured on
-# that machine's collapsed build, 3 epochs at 1e-4 lift deit_small:prune0.5 from 0.649 to 0.833
-# and prune0.6 from 0.807 to 0.922 (digits test; dense 0.967): better, still short of "within a
-# few points". It is opt-in (``topk_epochs`` in a recipe) and not in the default recipe: the
-# default zoo ships trained (``zoo.release``), and a recipe change would retrain it.
-PRUNE_RECIPE = {"epochs": 8, "lr": 3e-4, "predictor_lr": 5e-3, "batch_size": 64,
-                "weight_decay": 0.01, "warmup_epochs": 1, "seed": 0,
-                "ratio_weight": 10.0, "distill_weight": 0.5, "clf_weight": 1.0, "token_mse": True}
-TOPK_LR = 1e-4   # the second phase's learning rate unless the recipe gives topk_lr
+# Recipe for the default zoo (part of each variant's cache and release key). The paper's Gumbel
+# recipe trains on sampled keep masks and evaluates the top-k of the keep scores. On our short
+# budget (8 epochs on ~1,000 digits) its scores often stayed near-constant or saturated (one
+# predictor at p(keep) = 1.0 for every token, std 6e-9), so the top-k evaluation kept a set the
+# backbone never trained on, and variants collapsed differently per machine and per seed:
+# deit_small:prune0.5 0.649 on one machine, 0.936 on another; across three seeds 14 of 48
+# variants fell more than 5 points below their base (deit_base@s2:prune0.6 0.664 vs 0.912 val).
+# Fixes tried on those two worst builds: a second top-k phase (0.833), straight-through top-k
+# (0.90 / 0.77, scores saturate again), a threshold-centred straight-through (0.63). The
+# "distilled" selection trains on the evaluation path itself and gives the predictors a target
+# that cannot collapse, the dense teacher's class attention: 0.962 (test; dense 0.967) and 0.947
+# (test; val 0.912 = its base's). The architecture, the evaluation and the checkpoint layout stay
+# DynamicViT's; ``selection: gumbel`` keeps the paper's training for a user's recipe.
+PRUNE_RECIPE = {"epochs": 8, "lr": 3e-4, "predictor_lr": 1e-3, "batch_size": 64,
+                "weight_decay": 0.01, "warmup_epochs": 1, "seed": 0, "selection": "distilled",
+                "attention_weight": 1.0, "distill_weight": 0.5, "clf_weight": 1.0,
+                # selection: gumbel only (the paper's ratio weight is 2.0; 10 held the keep rates here)
+                "ratio_weight": 10.0, "token_mse": True}
 NUM_STAGES = 3
 
 
@@ -112,6 +102,15 @@ class ScorePredictor(nn.Module):
         local, glob = x[..., :half], x[..., half:]
         glob = (glob * keep).sum(1, keepdim=True) / keep.sum(1, keepdim=True).clamp_min(1e-6)
         return self.out_conv(torch.cat([local, glob.expand(-1, x.shape[1], -1)], dim=-1))
+
+
+def keep_score(log_probs: torch.Tensor) -> torch.Tensor:
+    """A token's rank score: the log-odds of keeping it, log p(keep) - log p(drop).
+
+    Ranks exactly as p(keep) does, but does not round to a tie where p(keep) saturates near 1
+    (log p(keep) becomes -0.0 in float32 for every token).
+    """
+    return log_probs[..., 0] - log_probs[..., 1]
 
 
 def softmax_with_policy(logits: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
@@ -167,7 +166,7 @@ class TokenPruningMixin:
         self.token_ratios = [self.keep_rate ** k for k in range(1, NUM_STAGES + 1)]
         self.pruning_outputs = None
         self.floor_tokens = False   # True for checkpoints of the official release (see apply)
-        self.train_topk = False     # train on the evaluation path (the recipe's second phase)
+        self.selection = "gumbel"   # how training keeps tokens: the recipe's selection (train_pruned)
         dim = self.embed_dim
         self.score_predictor = nn.ModuleList(ScorePredictor(dim) for _ in self.prune_locations)
         # Seeded init (official: trunc-normal 0.02, zero bias): a rebuilt variant is the same model.
@@ -199,8 +198,11 @@ class TokenPruningMixin:
 
     def forward_features(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         x = self.norm_pre(self.patch_drop(self._pos_embed(self.patch_embed(x))))
-        if not self.training or self.train_topk:
-            return self.norm(self._prune_eval(x))
+        if not self.training or self.selection == "distilled":
+            x = self.norm(self._prune_eval(x))
+            if self.pruning_outputs is not None:
+                self.pruning_outputs["features"] = x   # for the token-distillation loss
+            return x
         x = self.norm(self._prune_train(x))
         self.pruning_outputs["features"] = x  # the token-distillation loss needs them
         return x
@@ -225,20 +227,24 @@ class TokenPruningMixin:
 
     def _prune_eval(self, x: torch.Tensor) -> torch.Tensor:
         p, n0 = self.num_prefix_tokens, x.shape[1] - self.num_prefix_tokens
-        stage = 0
+        origin = torch.arange(n0, device=x.device).expand(x.shape[0], n0)   # patch index of each token
+        scores, stage = [], 0
         for i, blk in enumerate(self.blocks):
             if stage < len(self.prune_locations) and i == self.prune_locations[stage]:
                 tokens = x[:, p:]
-                score = self.score_predictor[stage](tokens, tokens.new_ones(*tokens.shape[:2], 1))[..., 0]
+                score = keep_score(self.score_predictor[stage](tokens, tokens.new_ones(*tokens.shape[:2], 1)))
+                scores.append((score, origin))
                 k = tokens_to_keep(n0, self.token_ratios[stage], self.floor_tokens)
                 # Keep the spatial order of the survivors (sorted indices): only which tokens
                 # survive matters to the blocks, but an ordered set is easier to inspect.
-                idx = score.topk(k, dim=1).indices.sort(dim=1).values
+                idx = score.detach().topk(k, dim=1).indices.sort(dim=1).values
                 tokens = tokens.gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+                origin = origin.gather(1, idx)
                 x = torch.cat([x[:, :p], tokens], dim=1)
                 stage += 1
             x = blk(x)
-        self.pruning_outputs = None
+        # training on this path ("distilled"): the loss needs each stage's scores and the tokens kept
+        self.pruning_outputs = {"scores": scores, "origin": origin} if self.training else None
         return x
 
 
@@ -303,30 +309,91 @@ def pruning_loss(teacher: ModelWrapper, recipe: dict, label_smoothing: float = 0
     return loss_fn
 
 
+def class_attention(vit: VisionTransformer, images: torch.Tensor):
+    """``vit``'s features of ``images`` and its class token's attention to each patch token:
+    (B, depth, N), per block, averaged over heads (the fused attention kernel returns no weights,
+    so the class token's row is recomputed from each block's own q and k)."""
+    rows, p = [], vit.num_prefix_tokens
+
+    def hook(attn, args, out):
+        x = args[0]
+        b, n, _ = x.shape
+        qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+        weights = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).softmax(-1)   # (B, H, 1, n)
+        rows.append(weights.mean(1)[:, 0, p:])
+
+    hooks = [blk.attn.register_forward_hook(hook) for blk in vit.blocks]
+    try:
+        features = vit.forward_features(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    return features, torch.stack(rows, 1)
+
+
+def distilled_pruning_loss(teacher: ModelWrapper, recipe: dict, label_smoothing: float = 0.0):
+    """The "distilled" recipe's loss: the network trains on the evaluation path (top-k kept) and
+    each predictor learns which tokens the dense teacher's class token reads from the blocks it
+    prunes for.
+
+    Predictor k's target is the teacher's class attention to each still-kept token, averaged
+    over the blocks from its location on and renormalized; its loss is the cross-entropy of that
+    distribution against the softmax of its keep scores (so only the ranking is learned and the
+    scores cannot saturate). The rest: CE(labels) + distill_weight * (KL(teacher || student
+    logits, T=1) + MSE(final features of the kept tokens, the teacher's at the same patches)).
+    """
+    distill_w, clf_w = float(recipe["distill_weight"]), float(recipe["clf_weight"])
+    attention_w = float(recipe["attention_weight"])
+
+    def loss_fn(model: ModelWrapper, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        net = model.net
+        logits = model(images)
+        out, p = net.pruning_outputs, net.num_prefix_tokens
+        features = out["features"]
+        with torch.no_grad():
+            t_feat, attention = class_attention(teacher.net, teacher.normalize(images))
+            t_logits = teacher.net.forward_head(t_feat)
+        ranking = logits.new_zeros(())
+        for (score, origin), loc in zip(out["scores"], net.prune_locations):
+            target = attention[:, loc:].mean(1).gather(1, origin)
+            target = target / target.sum(1, keepdim=True)
+            ranking = ranking - (target * F.log_softmax(score, -1)).sum(1).mean()
+        kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(t_logits, -1),
+                      reduction="batchmean", log_target=True)
+        kept = out["origin"]
+        t_kept = t_feat[:, p:].gather(1, kept.unsqueeze(-1).expand(-1, -1, t_feat.shape[-1]))
+        token = ((features[:, p:] - t_kept) ** 2).mean()
+        ce = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+        return clf_w * ce + distill_w * (kl + token) + attention_w * ranking / len(out["scores"])
+
+    return loss_fn
+
+
+SELECTIONS = {"gumbel": pruning_loss, "distilled": distilled_pruning_loss}
+
+
 def train_pruned(teacher: ModelWrapper, recipe: dict, name: str, progress: bool):
     """``train(model, split)`` for :func:`trained_variant`: one phase, two lrs (see recipe)."""
 
     def train(model: ModelWrapper, split) -> None:
         net = model.net
         teacher.eval()
-        loss_fn = pruning_loss(teacher, recipe, float(teacher.info.recipe.get("label_smoothing", 0.0)))
+        selection = recipe.get("selection", "gumbel")
+        if selection not in SELECTIONS:
+            raise PruneError(f"{name}: recipe selection must be one of {sorted(SELECTIONS)}, got {selection!r}")
+        loss_fn = SELECTIONS[selection](teacher, recipe, float(teacher.info.recipe.get("label_smoothing", 0.0)))
         predictor = list(net.score_predictor.parameters())
         own = {id(q) for q in predictor}
-        backbone = [q for q in net.parameters() if id(q) not in own]
-        groups = [{"params": backbone, "lr": float(recipe["lr"])},
+        groups = [{"params": [q for q in net.parameters() if id(q) not in own], "lr": float(recipe["lr"])},
                   {"params": predictor, "lr": float(recipe["predictor_lr"])}]
+        net.selection = selection
         try:
             if recipe["epochs"] > 0:
                 fit(model, split, recipe, loss_fn=loss_fn, params=groups,
                     desc=f"training {name}", progress=progress)
-            if recipe.get("topk_epochs", 0) > 0:   # phase 2: the evaluation path (see the recipe)
-                net.train_topk = True
-                phase = {**recipe, "epochs": recipe["topk_epochs"], "lr": recipe.get("topk_lr", TOPK_LR),
-                         "warmup_epochs": 0}
-                fit(model, split, phase, loss_fn=kd_loss(teacher, temperature=1.0, alpha=0.5),
-                    params=backbone, desc=f"top-k tuning {name}", progress=progress)
         finally:
-            net.train_topk = False
+            net.selection = "gumbel"
             net.pruning_outputs = None  # drop the last batch's graph
 
     return train

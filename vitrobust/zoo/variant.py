@@ -59,10 +59,7 @@ def variant_recipe(base: ModelWrapper, recipe: dict) -> dict:
     cap = base.info.recipe.get("variant_epochs")
     if not cap:
         return dict(recipe)
-    capped = {**recipe, "epochs": min(recipe.get("epochs", 1), cap)}
-    if "topk_epochs" in recipe:   # a second training phase is capped the same way
-        capped["topk_epochs"] = min(recipe["topk_epochs"], cap)
-    return capped
+    return {**recipe, "epochs": min(recipe.get("epochs", 1), cap)}
 
 
 def inherit_augment(base: ModelWrapper, recipe: dict) -> dict:
