@@ -1,4 +1,7 @@
 """The zoo: registry, names along their chain, the wrapper, the weight cache, checkpoints."""
+import hashlib
+import json
+
 import pytest
 import torch
 
@@ -109,15 +112,22 @@ def test_cache_key_changes_with_recipe_and_data():
     assert a == cache.cache_key("m", {"epochs": 1}, "data1")
 
 
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
 def test_saved_weights_round_trip_and_leave_no_temporary_file(tmp_path, monkeypatch):
     monkeypatch.setenv("VITROBUST_CACHE", str(tmp_path))
     path = cache.save_weights("vit:int8", "k1", {"w": torch.arange(3.0)})
-    assert path == tmp_path / "models" / "vit__int8-k1.pt"
-    assert sorted(p.name for p in path.parent.iterdir()) == ["vit__int8-k1.pt"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path == tmp_path / "models" / "blobs" / digest[:2] / f"{digest}.pt"   # named by its content
+    files = [f"blobs/{digest[:2]}/{digest}.pt", "vit__int8-k1.json"]
+    assert _files(tmp_path / "models") == files
+    assert json.loads((tmp_path / "models" / "vit__int8-k1.json").read_text())["blob"] == digest
     assert torch.equal(cache.load_weights("vit:int8", "k1")["w"], torch.arange(3.0))
-    with pytest.raises(RuntimeError):       # a failed write leaves the old file and no temporary
+    with pytest.raises(RuntimeError):       # a failed write leaves the old entry and no temporary
         cache.save_weights("vit:int8", "k1", {"w": _Unpicklable()})
-    assert sorted(p.name for p in path.parent.iterdir()) == ["vit__int8-k1.pt"]
+    assert _files(tmp_path / "models") == files
     assert torch.equal(cache.load_weights("vit:int8", "k1")["w"], torch.arange(3.0))
 
 
@@ -147,12 +157,36 @@ def test_state_hash_is_pinned():
     assert cache.state_hash({**state, "a": torch.tensor([1, 3], dtype=torch.int8)}) != "b1ebd75f820123be"
 
 
-def test_corrupt_cache_file_is_a_miss(tmp_path, monkeypatch):
+def test_corrupt_cache_file_is_a_miss(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("VITROBUST_CACHE", str(tmp_path))
-    cache.save_weights("m", "k", {"w": torch.ones(2)})
-    path = next((tmp_path / "models").glob("m-k.pt"))
-    path.write_bytes(b"garbage")
+    cache.save_weights("m", "k", {"w": torch.ones(2)}).write_bytes(b"garbage")
     assert cache.load_weights("m", "k") is None
+    assert "torn blob" in caplog.text
+
+
+def test_flipped_byte_that_still_loads_is_caught_by_the_checksum(tmp_path, monkeypatch, caplog):
+    """Before the checksum, a flipped byte in a weight's value loaded as other weights, silently."""
+    monkeypatch.setenv("VITROBUST_CACHE", str(tmp_path))
+    weights = torch.full((64,), 0.5)
+    path = cache.save_weights("m", "k", {"w": weights})
+    data = bytearray(path.read_bytes())
+    at = bytes(data).index(weights.numpy().tobytes())
+    data[at + 1] ^= 0x01                                       # one float of "w", a little off
+    path.write_bytes(bytes(data))
+    assert not torch.equal(torch.load(path, weights_only=True)["w"], weights)   # it still loads
+    assert cache.load_weights("m", "k") is None and "checksum mismatch" in caplog.text
+    assert not (tmp_path / "models" / "m-k.json").exists()     # dropped, so the model is retrained
+
+
+def test_weights_of_the_layout_before_are_adopted(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITROBUST_CACHE", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    torch.save({"w": torch.arange(4.0)}, tmp_path / "models" / "m__int8-k.pt")
+    assert torch.equal(cache.load_weights("m:int8", "k")["w"], torch.arange(4.0))
+    assert json.loads((tmp_path / "models" / "m__int8-k.json").read_text())["protocol"] == 1
+    (tmp_path / "models" / "m__int8-k.pt").write_bytes(b"garbage")   # the re-stored copy is read now
+    assert torch.equal(cache.load_weights("m:int8", "k")["w"], torch.arange(4.0))
+    assert cache.load_weights("m:int8", "other") is None
 
 
 def test_full_size_model_loads_a_local_checkpoint(tmp_path):

@@ -1,13 +1,16 @@
 """The adversarial-example cache: attacks are computed once per (source, attack, data, seed,
-strategy) and reused by every target model and every later run.
+strategy) and reused by every target model, every later run and every other process.
 
-An entry is three files under ``root``: ``<key>.pt`` (a ``torch.save``d dict of tensors: the
-adversarial images, optionally the universal delta), ``<key>.sha256`` (the sha256 of the .pt
-file's bytes) and ``<key>.json`` (the key material, for humans and reports). Loading uses
-``torch.load(weights_only=True)`` (no pickled code runs) after checking the checksum; a
-missing, truncated, tampered or unreadable entry is logged as a warning and rebuilt. Writes
-are atomic (temporary file + ``os.replace``), so a crash never leaves half an entry under the
-final name.
+Entries follow the store protocol of :mod:`vitrobust.blobstore`: the tensors (a ``torch.save``d
+dict: the adversarial images, optionally the universal delta) are a blob named by its sha256,
+and ``<key[:2]>/<key>.json`` (the key material, for humans and reports, and the blob's hash) is
+written last and commits the entry. Loading checks the checksum, then uses
+``torch.load(weights_only=True)`` (no pickled code runs); a torn, tampered or unreadable entry
+is logged as a warning and rebuilt. :meth:`AdvCache.get_or_create` makes an entry once across
+processes: a per-key lock, and a second look inside it.
+
+An entry of the layout before (``<key>.pt`` beside ``<key>.sha256``) is adopted when its checksum
+holds; its files are left for older versions still running.
 """
 from __future__ import annotations
 
@@ -19,12 +22,12 @@ from typing import Callable
 
 import torch
 
+from .blobstore import BlobStore, dumps, loads
 from .errors import VitrobustError
-from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1   # bump when the stored layout or the attacks' numerics change
+CACHE_FORMAT = 1   # bump when the attacks' numerics change (it is key material)
 
 
 class AdvCacheError(VitrobustError):
@@ -36,6 +39,7 @@ class AdvCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.store = BlobStore(self.root, suffix=".pt", what="adversarial cache entry")
         self.stats = {"generated": 0, "reused": 0}   # by get_or_create, for the run record
 
     # -- keys --------------------------------------------------------------------------------
@@ -50,61 +54,71 @@ class AdvCache:
                           separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def paths(self, key: str) -> tuple[Path, Path, Path]:
-        base = self.root / key[:2] / key
-        return base.with_suffix(".pt"), base.with_suffix(".sha256"), base.with_suffix(".json")
+    @staticmethod
+    def entry(key: str) -> str:
+        return f"{key[:2]}/{key}"
+
+    def manifest_path(self, key: str) -> Path:
+        """``<key>.json``: the key material and the blob's hash; its presence commits the entry."""
+        return self.store.manifest_path(self.entry(key))
 
     # -- get / create ------------------------------------------------------------------------
     def get(self, material: dict) -> dict[str, torch.Tensor] | None:
         """The stored tensors, or None when absent or damaged (damage is logged)."""
         key = self.key(material)
-        data, sums, _ = self.paths(key)
-        if not data.exists():
-            return None
+        found = self.store.get(self.entry(key))
+        if found is None:
+            return self._adopt(key, material)
         try:
-            expected = sums.read_text().strip()
-            actual = _sha256(data)
-            if actual != expected:
-                raise ValueError(f"checksum mismatch (stored {expected[:12]}, file {actual[:12]})")
-            tensors = torch.load(data, map_location="cpu", weights_only=True)
-            if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-                raise ValueError("not a dict of tensors")
-            return tensors
-        except Exception as exc:  # damaged entry: warn, then the caller rebuilds it
-            log.warning("adversarial cache entry %s is unusable (%s); rebuilding", data, exc)
+            return _tensors(loads(found[0]))
+        except Exception as exc:  # checksum fine but not a dict of tensors: warn, the caller rebuilds
+            log.warning("adversarial cache entry %s is unusable (%s); rebuilding", self.manifest_path(key), exc)
             return None
 
     def get_or_create(self, material: dict,
                       create: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Load the entry for ``material``, or call ``create()`` and store its result."""
-        found = self.get(material)
-        if found is not None:
-            self.stats["reused"] += 1
-            return found
-        tensors = create()
-        if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
-            raise AdvCacheError("create() must return a dict of str -> torch.Tensor")
-        self.put(material, tensors)
-        self.stats["generated"] += 1
+        """Load the entry for ``material``, or call ``create()`` and store its result. Across
+        processes ``create`` runs once: the others wait for the entry's lock, then load it."""
+        def make():
+            tensors = create()
+            if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+                raise AdvCacheError("create() must return a dict of str -> torch.Tensor")
+            payload = _payload(tensors)
+            self.put(material, payload)
+            return payload
+
+        tensors, made = self.store.get_or_create(self.entry(self.key(material)), lambda: self.get(material), make)
+        self.stats["generated" if made else "reused"] += 1
         return tensors
 
     def put(self, material: dict, tensors: dict[str, torch.Tensor]) -> Path:
+        """Store ``tensors`` (on the CPU) under ``material``; the path of the blob written."""
         key = self.key(material)
-        data, sums, meta = self.paths(key)
-        data.parent.mkdir(parents=True, exist_ok=True)
-        payload = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        atomic_write(data, lambda tmp: torch.save(payload, tmp))
-        digest = _sha256(data)
-        atomic_write(sums, lambda tmp: tmp.write_text(digest + "\n"))
-        info = {"key": key, "material": material, "sha256": digest,
-                "tensors": {k: list(v.shape) for k, v in payload.items()}}
-        atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(info, indent=2, sort_keys=True, default=str)))
-        return data
+        payload = _payload(tensors)
+        info = {"key": key, "material": material, "tensors": {k: list(v.shape) for k, v in payload.items()}}
+        manifest = self.store.put(self.entry(key), dumps(payload), info)
+        return self.store.blob_path(manifest["blob"])
+
+    def _adopt(self, key: str, material: dict) -> dict[str, torch.Tensor] | None:
+        """An entry of the layout before (``.pt`` + ``.sha256``) whose checksum holds, re-stored."""
+        base = self.root / key[:2] / key
+        try:
+            data = base.with_suffix(".pt").read_bytes()
+            if hashlib.sha256(data).hexdigest() != base.with_suffix(".sha256").read_text().strip():
+                return None
+            tensors = _tensors(loads(data))
+        except Exception:   # absent (the usual case), torn or unreadable: a miss
+            return None
+        self.put(material, tensors)
+        log.info("adversarial cache entry %s adopted from the layout before", base)
+        return tensors
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _payload(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+
+
+def _tensors(loaded) -> dict[str, torch.Tensor]:
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise ValueError("not a dict of tensors")
+    return loaded

@@ -1,15 +1,26 @@
-"""The on-disk model cache: trained weights keyed by recipe, data, code and torch versions."""
+"""The on-disk model cache: trained weights keyed by recipe, data, code and torch versions.
+
+Entries follow the store protocol of :mod:`vitrobust.blobstore` under ``<cache>/models``: the
+state dict is a blob named by its sha256 (so a flipped byte is caught, not loaded as other
+weights), and ``<name>-<key>.json`` is written last and commits it. :func:`get_or_train` trains
+a model once across processes: one trains, the others wait for the entry's lock and load its
+weights. A weights file of the layout before (``<name>-<key>.pt``, no checksum) is adopted once.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from .. import __version__
-from ..fileio import atomic_write
+from ..blobstore import BlobStore, dumps, loads
+
+log = logging.getLogger(__name__)
 
 # Bump when a change to training code should invalidate every cached model.
 TRAINING_CODE_VERSION = 1
@@ -29,25 +40,60 @@ def cache_key(name: str, recipe: dict, data_fingerprint: str, **extra) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _path(name: str, key: str) -> Path:
-    return cache_root() / "models" / f"{name.replace(':', '__')}-{key}.pt"
+def _store() -> BlobStore:
+    return BlobStore(cache_root() / "models", suffix=".pt", what="cached model")
+
+
+def _entry(name: str, key: str) -> str:
+    return f"{name.replace(':', '__')}-{key}"
 
 
 def load_weights(name: str, key: str) -> dict | None:
-    """The cached state dict, or None when absent or unreadable (then it is rebuilt)."""
-    path = _path(name, key)
-    if not path.exists():
-        return None
+    """The cached state dict, or None when absent or damaged (damage is logged; it is rebuilt)."""
+    store = _store()
+    found = store.get(_entry(name, key))
+    if found is None:
+        return _adopt(store, name, key)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a truncated or foreign file: treat as a miss and rebuild
+        return loads(found[0])
+    except Exception as exc:  # checksum fine, yet not a state dict: treat as a miss and rebuild
+        log.warning("cached model %s is unusable (%s); rebuilding it",
+                    store.manifest_path(_entry(name, key)), exc)
         return None
 
 
 def save_weights(name: str, key: str, payload: dict) -> Path:
-    """Write atomically: a crash mid-write never leaves a half file under the final name, and
-    two processes training the same model never share a temporary file."""
-    return atomic_write(_path(name, key), lambda tmp: torch.save(payload, tmp))
+    """Store a state dict (blob, then manifest); the path of its blob. A payload that does not
+    serialize raises before anything is written."""
+    store = _store()
+    manifest = store.put(_entry(name, key), dumps(payload), {"model": name, "key": key})
+    return store.blob_path(manifest["blob"])
+
+
+def get_or_train(name: str, key: str, train: Callable[[], dict]) -> tuple[dict, bool]:
+    """``(cached state dict, False)``, or ``(train(), True)`` with the result cached. Across
+    processes one trains; the others wait on the entry's lock, then load what it stored."""
+    def make():
+        state = train()
+        save_weights(name, key, state)
+        return state
+
+    return _store().get_or_create(_entry(name, key), lambda: load_weights(name, key), make)
+
+
+def _adopt(store: BlobStore, name: str, key: str) -> dict | None:
+    """A weights file of the layout before (no checksum), re-stored with one; the file is left
+    for older versions still running."""
+    legacy = store.root / f"{_entry(name, key)}.pt"
+    try:
+        state = torch.load(legacy, map_location="cpu", weights_only=True)
+    except Exception:   # absent (the usual case) or unreadable: a miss
+        return None
+    if not isinstance(state, dict):
+        return None
+    save_weights(name, key, state)
+    log.info("cached model %s adopted from the layout before", legacy)
+    return state
 
 
 def state_hash(state_dict: dict) -> str:

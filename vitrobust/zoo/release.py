@@ -96,7 +96,8 @@ def write_release(names: list[str], folder: Path = RELEASE_DIR) -> dict:
 
 def cached_or_trained(model, name: str, key: str, shipped_key: str, train) -> None:
     """Give ``model`` its weights: the user cache (``key``), else the shipped release
-    (``shipped_key``), else ``train()`` and cache the result."""
+    (``shipped_key``), else ``train()`` and cache the result. Two processes that need the same
+    untrained model train it once: the other waits on the cache entry's lock, then loads it."""
     from . import cache
 
     state = cache.load_weights(name, key)
@@ -104,9 +105,13 @@ def cached_or_trained(model, name: str, key: str, shipped_key: str, train) -> No
         model.info.meta["weights"] = SHIPPED
         entry = manifest()[name]   # scored against its base when the release was built
         model.info.meta.update({k: entry[k] for k in SCORED if k in entry})
+    if state is None:
+        def trained():
+            train()
+            return model.net.state_dict()
+        state, made = cache.get_or_train(name, key, trained)
+        if made:
+            state = None   # the model holds what it was trained to
     if state is not None:
         model.net.load_state_dict(state)
-    else:
-        train()
-        cache.save_weights(name, key, model.net.state_dict())
     remember(name, shipped_key, model)

@@ -1,0 +1,220 @@
+"""The one entry protocol of the on-disk caches (adversarial sets, trained models): safe when
+several processes read and write one cache at once, on one machine or on many machines that
+share a filesystem.
+
+An entry ``name`` is two files under the store's root:
+
+- a *blob*, ``blobs/<h[:2]>/<h><suffix>``: the entry's bytes, named by their sha256 ``h``. It is
+  written to a uuid-named temporary file beside it and renamed into place (``os.replace``), and
+  nothing here deletes or changes a blob afterwards (re-putting the same bytes renames an
+  identical file over it), so a blob a manifest names stays readable;
+- a *manifest*, ``<name>.json``: the blob's hash and size and the caller's metadata, written the
+  same way *after* the blob. Its rename is the commit point. A reader reads the manifest, then
+  the blob it names: it gets a whole entry (the old one or the new one, never a mix of two
+  writers), and once an entry is committed it is never reported missing.
+
+A reader checks the blob's size and sha256 against the manifest. A torn, altered or missing blob
+and an unreadable manifest are one warning line; the manifest is removed (if it is still the one
+read) and the entry reads as missing, so it is rebuilt. Temporary names hold a uuid, unique
+across processes and hosts; a temporary file a crashed writer left is never read (readers open
+only manifests and the blobs they name).
+
+:meth:`BlobStore.get_or_create` looks, then takes the entry's lock (``<name>.lock``, a
+:class:`filelock.FileLock`: one lock per entry, never a global one) and looks again inside it, so
+processes that need the same entry make it once: the others wait, then read what it wrote.
+A dead holder never blocks anyone: filelock's lock is ``flock(2)``, which the kernel releases when
+the holding process exits or is killed (on NFS, Linux maps ``flock`` to NFS byte-range locks,
+dropped by the server when the client goes away). Where a filesystem has no ``flock`` at all,
+filelock 4 falls back to a lock file and breaks one whose owner process is gone. A *live* holder
+is waited for without limit by default (training a model can take hours): ``$VITROBUST_LOCK_TIMEOUT``
+(seconds) bounds the wait, after which the waiter logs a warning and makes the entry itself.
+That is safe (the protocol above does not need the lock), it only loses the make-once guarantee,
+as can an NFS client's attribute cache hiding a just-committed manifest from the next holder for
+a few seconds (``lookupcache``): then an entry is made twice, and each reader still gets a whole one.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import filelock
+
+from .errors import VitrobustError
+from .fileio import atomic_write, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = 1                           # the manifest layout below; older entries read as missing
+RESERVED = ("protocol", "blob", "size")
+LOCK_TIMEOUT_ENV = "VITROBUST_LOCK_TIMEOUT"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+T = TypeVar("T")
+
+
+class BlobStore:
+    """Entries ``name`` (a relative path without suffix, ``ab/abcdef...``) under ``root``."""
+
+    def __init__(self, root: str | os.PathLike, *, suffix: str = "", what: str = "cache entry"):
+        self.root, self.suffix, self.what = Path(root), suffix, what
+
+    # -- paths -------------------------------------------------------------------------------
+    def manifest_path(self, name: str) -> Path:
+        return self.root / f"{name}.json"
+
+    def lock_path(self, name: str) -> Path:
+        return self.root / f"{name}.lock"
+
+    def blob_path(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / f"{digest}{self.suffix}"
+
+    # -- write -------------------------------------------------------------------------------
+    def put(self, name: str, data: bytes, meta: dict | None = None) -> dict:
+        """Store ``data`` as entry ``name``: the blob first, then the manifest (the commit)."""
+        meta = dict(meta or {})
+        if clash := set(meta) & set(RESERVED):
+            raise ValueError(f"manifest keys {sorted(clash)} are the store's own")
+        digest = hashlib.sha256(data).hexdigest()
+        blob = self.blob_path(digest)
+        if not _holds(blob, digest, len(data)):   # absent, or a damaged copy: (re)write it
+            atomic_write(blob, lambda tmp: tmp.write_bytes(data))
+        manifest = {**meta, "protocol": PROTOCOL, "blob": digest, "size": len(data)}
+        atomic_write_text(self.manifest_path(name), json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        return manifest
+
+    # -- read --------------------------------------------------------------------------------
+    def get(self, name: str) -> tuple[bytes, dict] | None:
+        """``(bytes, manifest)`` of the committed entry, or None when there is none or it is
+        damaged (then it is logged, and the manifest removed so that the entry is rebuilt)."""
+        path = self.manifest_path(name)
+        try:
+            with open(path, "rb") as fh:
+                read_id, raw = _file_id(os.fstat(fh.fileno())), fh.read()
+        except FileNotFoundError:
+            return None
+        try:
+            manifest = json.loads(raw)
+        except ValueError:
+            manifest = None
+        if not isinstance(manifest, dict):
+            return self._unusable(path, read_id, "the manifest is not JSON")
+        if manifest.get("protocol") != PROTOCOL:   # an older cache layout: a miss, overwritten on put
+            log.info("%s %s has an older layout; it will be rebuilt", self.what, path)
+            return None
+        digest, size = manifest.get("blob"), manifest.get("size")
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest) or not isinstance(size, int):
+            return self._unusable(path, read_id, "the manifest names no blob")
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            return self._unusable(path, read_id, f"its blob {digest[:12]} is missing")
+        if len(data) != size:
+            return self._unusable(path, read_id, f"torn blob: {len(data)} of {size} bytes")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            return self._unusable(path, read_id, f"checksum mismatch (manifest {digest[:12]}, blob {actual[:12]})")
+        return data, manifest
+
+    def _unusable(self, path: Path, read_id: tuple, problem: str) -> None:
+        log.warning("%s %s is unusable (%s); rebuilding it", self.what, path, problem)
+        try:   # only the manifest that was read: a writer may have committed a good one since
+            if _file_id(os.stat(path)) == read_id:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        return None
+
+    # -- make once ---------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, name: str) -> Iterator[bool]:
+        """Hold entry ``name``'s lock (True), or, past ``$VITROBUST_LOCK_TIMEOUT``, go on without
+        it (False, with a warning)."""
+        path = self.lock_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(path))
+        if not _acquire(lock, f"{self.what} {name}"):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def get_or_create(self, name: str, look: Callable[[], T | None], make: Callable[[], T]) -> tuple[T, bool]:
+        """``(look(), False)`` when entry ``name`` is there, else ``(make(), True)``, made by one
+        process at a time: the lock is taken only on a miss, and ``look`` runs again inside it.
+        ``look`` reads the entry (None: missing or unusable); ``make`` computes and puts it."""
+        found = look()
+        if found is not None:
+            return found, False
+        with self.lock(name):
+            found = look()   # another process may have made it while this one waited
+            if found is not None:
+                return found, False
+            return make(), True
+
+
+def _acquire(lock: filelock.FileLock, what: str) -> bool:
+    try:
+        lock.acquire(timeout=0)
+        return True
+    except filelock.Timeout:
+        pass
+    timeout = lock_timeout()
+    log.info("waiting for another process making %s (lock %s)", what, lock.lock_file)
+    try:
+        lock.acquire(timeout=-1 if timeout is None else timeout)
+        return True
+    except filelock.Timeout:
+        log.warning("%s: still locked by another process after %ss (%s); making it without the lock",
+                    what, timeout, lock.lock_file)
+        return False
+
+
+def lock_timeout() -> float | None:
+    """``$VITROBUST_LOCK_TIMEOUT`` in seconds, or None (wait as long as the holder lives)."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise VitrobustError(f"${LOCK_TIMEOUT_ENV}={raw!r}: give seconds as a number, or leave it unset "
+                             "to wait for the lock's holder") from None
+    return max(value, 0.0)
+
+
+def dumps(tensors) -> bytes:
+    """``torch.save`` bytes (deterministic: the same tensors give the same bytes, hence blob)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    return buffer.getvalue()
+
+
+def loads(data: bytes):
+    """Tensors back from :func:`dumps` bytes, on the CPU; no pickled code runs."""
+    import torch
+
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _holds(blob: Path, digest: str, size: int) -> bool:
+    try:
+        if blob.stat().st_size != size:
+            return False
+        return hashlib.sha256(blob.read_bytes()).hexdigest() == digest
+    except FileNotFoundError:
+        return False
+
+
+def _file_id(stat: os.stat_result) -> tuple:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
