@@ -1,4 +1,8 @@
-"""The results database: round trip, baselines, and interrupted runs never read back as results."""
+"""The results database: round trip, baselines, and interrupted runs never read back as results.
+
+Every test here runs on SQLite; test_store_postgres.py runs the same tests (all but those marked
+``sqlite_only``) on a throwaway PostgreSQL server, through its own ``db`` fixture.
+"""
 import dataclasses
 import json
 import sqlite3
@@ -18,15 +22,49 @@ from vitrobust.store import SCHEMA_VERSION, Store, StoreError, UnknownBaseline, 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class SQLiteDatabases:
+    """Where the tests' stores live, and SQL on them that goes around the store (sqlite3)."""
+
+    name = "sqlite"
+
+    def __init__(self, folder: Path):
+        self.folder, self.made = folder, 0
+        self.main = self.fresh()   # the database of the ``store`` fixture
+
+    def fresh(self) -> str:
+        """A database no store has opened yet (a path or a URL: what Store takes)."""
+        self.made += 1
+        return str(self.folder / f"db{self.made}" / "vitrobust.sqlite")
+
+    def sql(self, query: str, params=(), target=None) -> list[tuple]:
+        """Run one statement (``?`` placeholders) on ``target`` (default: the main one), committed."""
+        conn = sqlite3.connect(target or self.main)
+        try:
+            with conn:
+                return [tuple(r) for r in conn.execute(query, params).fetchall()]
+        finally:
+            conn.close()
+
+
+def sqlite_only(test):
+    """A test of SQLite itself (files, pragmas): not run again on PostgreSQL."""
+    test.sqlite_only = True
+    return test
+
+
 @pytest.fixture
-def store(tmp_path):
-    with Store(tmp_path / "db" / "vitrobust.sqlite") as s:
+def db(tmp_path):
+    return SQLiteDatabases(tmp_path)
+
+
+@pytest.fixture
+def store(db):
+    with Store(db.main) as s:
         yield s
 
 
-def raw_count(path, table, run_id):
-    with sqlite3.connect(path) as conn:
-        return conn.execute(f"SELECT count(*) FROM {table} WHERE run_id=?", (run_id,)).fetchone()[0]
+def raw_count(db, table, run_id, target=None):
+    return db.sql(f"SELECT count(*) FROM {table} WHERE run_id=?", (run_id,), target)[0][0]
 
 
 def test_record_round_trips_the_run_record(store, tmp_path):
@@ -48,7 +86,7 @@ def test_round_trip_fails_when_a_field_is_lost(store):
     assert store.load_run("r1") != changed
 
 
-def test_fields_without_a_column_round_trip_through_extra(store):
+def test_fields_without_a_column_round_trip_through_extra(store, db):
     """alias and confidence (measurements), confidence and intervals (checks), the model fields
     and the run's cache have no column: they travel in the extra JSON."""
     run = make_run("extra")
@@ -61,13 +99,13 @@ def test_fields_without_a_column_round_trip_through_extra(store):
     assert back.checks[0].confidence == 0.99 and back.checks[0].intervals == check.intervals
     assert back.models["deit_tiny:int8"] == model and back.cache == run.cache
     assert back.warnings[0].model == "deit_tiny:int8"
-    with sqlite3.connect(store.path) as conn:
-        extra = conn.execute("SELECT extra FROM measurements WHERE run_id='extra' AND seq=0").fetchone()
-        assert json.loads(extra[0])["alias"] == "any[pgd, sp]"
-        # The queryable columns are still there.
-        row = conn.execute("SELECT key, kind, value, k, n, lo, hi FROM measurements "
-                           "WHERE run_id='extra' AND seq=0").fetchone()
+    [extra] = db.sql("SELECT extra FROM measurements WHERE run_id='extra' AND seq=0")
+    assert json.loads(extra[0])["alias"] == "any[pgd, sp]"
+    # The queryable columns are still there, with the numbers exactly as recorded.
+    [row] = db.sql("SELECT key, kind, value, k, n, lo, hi FROM measurements "
+                   "WHERE run_id='extra' AND seq=0")
     assert row == (meas.key, meas.kind, meas.value, meas.k, meas.n, *meas.interval)
+    assert type(row[2]) is float and type(row[3]) is int
 
 
 def test_a_minimal_record_round_trips(store):
@@ -93,21 +131,32 @@ def test_a_record_without_id_is_refused(store):
     assert issubclass(StoreError, VitrobustError)
 
 
-def test_database_is_wal_with_a_schema_version(store):
-    with sqlite3.connect(store.path) as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+def test_database_has_a_schema_version(store, db):
+    assert db.sql("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    Store(db.main).close()   # opening it again does not add a second row
+    assert db.sql("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
-def test_newer_schema_is_refused(tmp_path):
-    path = tmp_path / "v.sqlite"
-    Store(path).close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
+@sqlite_only
+def test_database_is_wal(store, db):
+    assert db.sql("PRAGMA journal_mode") == [("wal",)]
+
+
+def test_newer_schema_is_refused(db):
+    target = db.fresh()
+    Store(target).close()
+    db.sql("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,), target)
     with pytest.raises(StoreError, match="newer"):
-        Store(path)
+        Store(target)
 
 
+def test_opening_an_existing_database_without_create(store, db):
+    store.record(make_run("r1"))
+    with Store(db.main, create=False) as again:
+        assert again.load_run("r1") == make_run("r1")
+
+
+@sqlite_only
 def test_missing_or_garbage_database_is_a_one_line_error(tmp_path):
     with pytest.raises(StoreError, match="no results database"):
         Store(tmp_path / "absent.sqlite", create=False)
@@ -118,14 +167,13 @@ def test_missing_or_garbage_database_is_a_one_line_error(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_rows_written_by_vitrobust_0_1_still_load(store):
+def test_rows_written_by_vitrobust_0_1_still_load(store, db):
     """0.1 wrote the same columns; its extra JSON held only what the old dicts had beyond them."""
     store.record(make_run("v01"))
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("""UPDATE runs SET extra='{"cache": {"adversarial_reused": 1}}',"""
-                     """ config='{"data": "digits", "limit": 200}' WHERE run_id='v01'""")
-        conn.execute("UPDATE measurements SET extra='{}' WHERE run_id='v01'")
-        conn.execute("UPDATE checks SET extra='{}' WHERE run_id='v01'")
+    db.sql("""UPDATE runs SET extra='{"cache": {"adversarial_reused": 1}}',"""
+           """ config='{"data": "digits", "limit": 200}' WHERE run_id='v01'""")
+    db.sql("UPDATE measurements SET extra='{}' WHERE run_id='v01'")
+    db.sql("UPDATE checks SET extra='{}' WHERE run_id='v01'")
     back = store.load_run("v01")
     assert back.schema_version == 1 and back.cache == {"adversarial_reused": 1}
     assert back.config == RunConfig(data="digits")
@@ -139,6 +187,48 @@ def test_latest_run_is_the_last_complete_one(store):
     store.record(make_run("r2", finished="2026-11-22T02:00:00+00:00"))
     assert store.latest_run().run_id == "r2"
     assert [r["run_id"] for r in store.list_runs()] == ["r2", "r1"]
+
+
+def test_ties_go_to_the_run_begun_last(store):
+    """Same times: the order runs were begun in decides (SQLite's rowid), not the order they
+    completed in, nor their ids."""
+    started, finished = make_run().started, "2026-11-22T01:00:00+00:00"
+    begun = ["c3", "a1", "d4", "b2"]
+    for run_id in begun:
+        store.begin_run(RunRecord(run_id, started=started))
+    for run_id in ["b2", "d4", "c3", "a1"]:
+        store.record(make_run(run_id, finished=finished))
+    assert store.latest_run().run_id == "b2"
+    assert [r["run_id"] for r in store.list_runs()] == begun[::-1]
+
+
+def test_runs_without_times_sort_last(store):
+    store.record(make_run("timed", finished="2026-11-22T01:00:00+00:00"))
+    store.record(RunRecord("untimed", started=None, finished=None))   # NULLs in the database
+    store.begin_run(RunRecord("begun-untimed", started=None))
+    assert store.latest_run().run_id == "timed"
+    assert [r["run_id"] for r in store.list_runs(include_incomplete=True)][0] == "timed"
+
+
+def test_text_sorts_by_code_point(store):
+    run = make_run("r1")
+    store.record(run)
+    names = ["b", "B", "a", "_z", "Z", "a-1", "a1", "é"]
+    for name in names:
+        store.save_baseline(name, "r1")
+    assert [b["name"] for b in store.list_baselines()] == sorted(names)
+
+
+def test_large_integers_and_exact_floats_round_trip(store):
+    run = make_run("big")
+    model = run.models["deit_tiny"]
+    model.params, model.size_mb = 3_000_000_000, 1 / 3   # beyond 32-bit ints, beyond 32-bit floats
+    run.measurements[0].value = 0.1 + 0.2
+    store.record(run)
+    back = store.load_run("big")
+    assert back.models["deit_tiny"].params == 3_000_000_000
+    assert back.models["deit_tiny"].size_mb == 1 / 3 and back.measurements[0].value == 0.1 + 0.2
+    assert back == run
 
 
 def test_begin_then_record_completes_the_run(store):
@@ -174,7 +264,7 @@ def test_begun_but_never_recorded_run_is_not_a_result(store):
         store.save_baseline("release", "dangling")
 
 
-def test_record_failing_halfway_leaves_nothing_half_written(store, monkeypatch):
+def test_record_failing_halfway_leaves_nothing_half_written(store, db, monkeypatch):
     store.record(make_run("good", finished="2026-11-22T01:00:00+00:00"))
     store.begin_run(RunRecord("broken"))
 
@@ -184,8 +274,8 @@ def test_record_failing_halfway_leaves_nothing_half_written(store, monkeypatch):
     monkeypatch.setattr(Store, "_insert_checks", explode)
     with pytest.raises(RuntimeError):
         store.record(make_run("broken", finished="2026-11-22T09:00:00+00:00"))
-    assert raw_count(store.path, "measurements", "broken") == 0
-    assert raw_count(store.path, "models", "broken") == 0
+    assert raw_count(db, "measurements", "broken") == 0
+    assert raw_count(db, "models", "broken") == 0
     with pytest.raises(UnknownRun):
         store.load_run("broken")
     assert store.latest_run().run_id == "good"
@@ -195,9 +285,9 @@ def test_record_failing_halfway_leaves_nothing_half_written(store, monkeypatch):
     assert store.latest_run().run_id == "broken"
 
 
-def test_process_killed_mid_record_is_never_read_back(tmp_path):
-    db = tmp_path / "killed.sqlite"
-    with Store(db) as s:
+def test_process_killed_mid_record_is_never_read_back(db):
+    target = db.fresh()
+    with Store(target) as s:
         s.record(make_run("good", finished="2026-11-22T01:00:00+00:00"))
     # A child writes a run and is SIGKILLed inside record(), after the measurements are in.
     child = textwrap.dedent(f"""
@@ -208,15 +298,15 @@ def test_process_killed_mid_record_is_never_read_back(tmp_path):
         def die(self, run_id, checks):
             os.kill(os.getpid(), signal.SIGKILL)
         Store._insert_checks = die
-        Store({str(db)!r}).record(make_run("killed", finished="2026-11-22T09:00:00+00:00"))
+        Store({target!r}).record(make_run("killed", finished="2026-11-22T09:00:00+00:00"))
     """)
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()
-    with Store(db) as s:
+    with Store(target) as s:
         assert s.latest_run().run_id == "good"
         with pytest.raises(UnknownRun):
             s.load_run("killed")
-        assert raw_count(db, "measurements", "killed") == 0
+        assert raw_count(db, "measurements", "killed", target) == 0
         assert [r["run_id"] for r in s.list_runs()] == ["good"]
 
 

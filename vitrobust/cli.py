@@ -211,7 +211,7 @@ def cmd_report(args) -> int:
     store = Store(args.db)
     run = store.load_run(args.run_id) if args.run_id != "latest" else store.latest_run()
     if run is None:
-        raise SystemExit(_error(f"{args.db}: no complete run {args.run_id!r}"))
+        raise SystemExit(_error(f"{store.where}: no complete run {args.run_id!r}"))
     paths = write_reports(run, Path(args.out))
     print(f"report: {paths.get('html') or next(iter(paths.values()))}")
     return 0
@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="re-render the report of a recorded run")
     p.add_argument("run_id", nargs="?", default="latest")
-    p.add_argument("--db", default="reports/vitrobust.sqlite")
+    p.add_argument("--db", default="reports/vitrobust.sqlite",
+                   help="results database: an SQLite path or a postgresql:// URL")
     p.add_argument("--out", default="reports")
     p.set_defaults(func=cmd_report)
 

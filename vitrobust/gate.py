@@ -213,7 +213,8 @@ def gate_main(argv: list[str] | None = None) -> int:
         prog="vitrobust gate", description="Compare a recorded run against a named baseline.")
     parser.add_argument("--baseline", required=True, help="baseline name (see store)")
     parser.add_argument("--run", default="latest", help="run id, or 'latest' (default)")
-    parser.add_argument("--db", default=str(DEFAULT_DB), help=f"results database ({DEFAULT_DB})")
+    parser.add_argument("--db", default=str(DEFAULT_DB),
+                        help=f"results database: an SQLite path ({DEFAULT_DB}) or a postgresql:// URL")
     parser.add_argument("--margin", "--asr-margin", dest="margin", type=float, default=MARGIN,
                         help="largest tolerated move of a rate the worse way (an ASR rise, "
                              f"an accuracy drop); default {MARGIN}")
@@ -233,7 +234,7 @@ def gate_main(argv: list[str] | None = None) -> int:
             if args.run == "latest":
                 cur = store.latest_run()
                 if cur is None:
-                    raise StoreError(f"no complete run in {args.db}")
+                    raise StoreError(f"no complete run in {store.where}")
             else:
                 cur = store.load_run(args.run)
     except StoreError as exc:

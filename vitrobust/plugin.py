@@ -32,8 +32,9 @@ def pytest_addoption(parser):
                     help="where reports/<run-id>/ and the 'latest' pointer are written (default: reports)")
     group.addoption("--vitrobust-no-report", action="store_true",
                     help="do not write reports or record the run in the database")
-    group.addoption("--vitrobust-db", metavar="PATH", default=None,
-                    help="results database (default: <report-dir>/vitrobust.sqlite)")
+    group.addoption("--vitrobust-db", metavar="PATH|URL", default=None,
+                    help="results database: an SQLite path (default: <report-dir>/vitrobust.sqlite) "
+                         "or a postgresql://user:password@host:port/dbname URL")
     group.addoption("--vitrobust-inconclusive", choices=defaults.INCONCLUSIVE_POLICIES, default=None,
                     help="what an inconclusive check does (overrides the specs; default: as each spec says)")
     group.addoption("--vitrobust-confidence", type=float, default=None,

@@ -1,12 +1,16 @@
 """Results database: every run, its models, measurements and checks, and named baselines.
 
-SQLite (stdlib ``sqlite3``) in WAL mode, default path ``reports/vitrobust.sqlite``. A run is
+SQLite (stdlib ``sqlite3``) in WAL mode, default path ``reports/vitrobust.sqlite``; or, given a
+``postgresql://`` URL, the same tables and the same queries in PostgreSQL (``psycopg``, the
+``vitrobust[postgres]`` extra), for CI runners that are thrown away after each job. What differs
+between the two is in :mod:`vitrobust.store_backend`. A run is
 written in two steps: :meth:`Store.begin_run` inserts a row with status ``running`` (so an
 interrupted run leaves a trace for ``list_runs(include_incomplete=True)``), and
 :meth:`Store.record` writes the models, measurements and checks *and* flips the status to
 ``complete`` in one transaction. Readers (:meth:`load_run`, :meth:`latest_run`,
 :meth:`baseline_run`) only ever see complete runs, so a process killed mid-record is never read
-back as a result: SQLite rolls the open transaction back on the next open.
+back as a result: SQLite rolls the open transaction back on the next open (PostgreSQL when the
+connection drops).
 
 It stores and returns :class:`vitrobust.record.RunRecord` (schema in ``docs/record.md``): what
 :meth:`load_run` returns equals what :meth:`record` was given. The fields worth querying in SQL
@@ -19,20 +23,16 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import VitrobustError
 from .record import RunRecord, new_run_id
+from .store_backend import StoreError, open_database
 
 DEFAULT_DB = Path("reports") / "vitrobust.sqlite"
-SCHEMA_VERSION = 1   # of the SQLite tables, not of the run record (record.SCHEMA_VERSION)
+SCHEMA_VERSION = 1   # of the database tables, not of the run record (record.SCHEMA_VERSION)
 
-
-class StoreError(VitrobustError):
-    """A database that cannot be opened or used; the message is one line."""
+__all__ = ["DEFAULT_DB", "SCHEMA_VERSION", "Store", "StoreError", "UnknownBaseline", "UnknownRun"]
 
 
 class UnknownRun(StoreError):
@@ -108,25 +108,24 @@ def _pop_cols(entry: dict, cols) -> list:
 
 
 class Store:
-    """The results database at ``path`` (created with its parent folder unless ``create=False``)."""
+    """The results database at ``path``: an SQLite file (created with its parent folder unless
+    ``create=False``) or a ``postgresql://user:password@host:port/dbname`` URL (its tables are
+    created unless ``create=False``). ``where`` names it in messages (never with a password);
+    ``path`` is the SQLite file (None for PostgreSQL)."""
 
     def __init__(self, path: str | os.PathLike = DEFAULT_DB, *, create: bool = True):
-        self.path = Path(path)
-        if not self.path.exists():
-            if not create:
-                raise StoreError(f"no results database at {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = open_database(path, create=create)
+        self.path: Path | None = self._conn.path
+        self.where: str = self._conn.where
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves so one record() is one
-            # transaction, whatever Python's implicit-transaction rules are.
-            self._conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            self._conn.execute("PRAGMA journal_mode = WAL")
             self._init_schema()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot use {self.path} as a results database: "
+        except self._conn.errors as exc:
+            self._conn.close()
+            raise StoreError(f"cannot use {self.where} as a results database: "
                              f"{' '.join(str(exc).split())}") from None
+        except StoreError:
+            self._conn.close()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------
     def close(self) -> None:
@@ -141,25 +140,18 @@ class Store:
     def _init_schema(self) -> None:
         with self._transaction():
             for statement in filter(str.strip, _SCHEMA.split(";")):
-                self._conn.execute(statement)
+                self._conn.execute(self._conn.create_table_sql(statement))
             row = self._conn.execute("SELECT max(version) FROM schema_version").fetchone()
             if row[0] is None:
                 self._conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema v{row[0]}, newer than this vitrobust "
+                raise StoreError(f"{self.where} has schema v{row[0]}, newer than this vitrobust "
                                  f"(v{SCHEMA_VERSION}); upgrade vitrobust")
 
-    @contextmanager
     def _transaction(self):
-        # BEGIN IMMEDIATE takes the write lock up front, so two writers queue instead of failing
-        # half-way; any exception rolls everything back.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        # Takes the write lock up front, so two writers queue instead of failing half-way; any
+        # exception rolls everything back.
+        return self._conn.transaction(write=True)
 
     # -- writing ---------------------------------------------------------------------------
     def begin_run(self, run: RunRecord) -> str:
@@ -169,7 +161,7 @@ class Store:
         run_id = run.run_id or new_run_id()
         with self._transaction():
             if self._status(run_id) is not None:
-                raise StoreError(f"run {run_id} already exists in {self.path}")
+                raise StoreError(f"run {run_id} already exists in {self.where}")
             head = run.to_dict()
             self._conn.execute(
                 "INSERT INTO runs (run_id, started, git_commit, versions, config, status) "
@@ -196,7 +188,7 @@ class Store:
         with self._transaction():
             status = self._status(run_id)
             if status == "complete":
-                raise StoreError(f"run {run_id} is already recorded in {self.path}")
+                raise StoreError(f"run {run_id} is already recorded in {self.where}")
             if status is None:
                 self._conn.execute(
                     "INSERT INTO runs (run_id, started, git_commit, versions, config, artifacts,"
@@ -254,13 +246,14 @@ class Store:
         if run_id == "latest":
             latest = self._latest_id()
             if latest is None:
-                raise UnknownRun(f"no complete run in {self.path} to save as baseline {name!r}")
+                raise UnknownRun(f"no complete run in {self.where} to save as baseline {name!r}")
             run_id = latest
         with self._transaction():
             if self._status(run_id) != "complete":
-                raise UnknownRun(f"no complete run {run_id!r} in {self.path}")
-            self._conn.execute("INSERT OR REPLACE INTO baselines (name, run_id, created) "
-                               "VALUES (?, ?, ?)", (name, run_id, now_iso()))
+                raise UnknownRun(f"no complete run {run_id!r} in {self.where}")
+            self._conn.execute("INSERT INTO baselines (name, run_id, created) VALUES (?, ?, ?) "
+                               "ON CONFLICT (name) DO UPDATE SET run_id=excluded.run_id, "
+                               "created=excluded.created", (name, run_id, now_iso()))
 
     # -- reading ---------------------------------------------------------------------------
     def _status(self, run_id: str) -> str | None:
@@ -270,17 +263,15 @@ class Store:
     def _latest_id(self) -> str | None:
         row = self._conn.execute(
             "SELECT run_id FROM runs WHERE status='complete' "
-            "ORDER BY finished DESC, started DESC, rowid DESC LIMIT 1").fetchone()
+            "ORDER BY finished DESC NULLS LAST, started DESC NULLS LAST, rowid DESC LIMIT 1"
+        ).fetchone()
         return None if row is None else row[0]
 
     def load_run(self, run_id: str) -> RunRecord:
         """The complete run ``run_id``, equal to what was recorded; :class:`UnknownRun` otherwise."""
         # One read transaction, so a concurrent writer cannot show us half of another state.
-        self._conn.execute("BEGIN")
-        try:
+        with self._conn.transaction(write=False):
             return RunRecord.from_dict(self._read_run(run_id))
-        finally:
-            self._conn.execute("COMMIT")
 
     def _read_run(self, run_id: str) -> dict:
         """The run as :meth:`RunRecord.to_dict` wrote it (rows of older versions included)."""
@@ -289,7 +280,7 @@ class Store:
         if row is None:
             state = self._status(run_id)
             why = "never completed (interrupted?)" if state == "running" else "is not recorded"
-            raise UnknownRun(f"run {run_id!r} {why} in {self.path}")
+            raise UnknownRun(f"run {run_id!r} {why} in {self.where}")
         run = _load(row["extra"]) or {}
         run.update({c: row[c] for c in _RUN_COLS})
         run.update({c: _load(row[c]) for c in _RUN_JSON})
@@ -324,7 +315,7 @@ class Store:
         row = self._conn.execute("SELECT run_id FROM baselines WHERE name=?", (name,)).fetchone()
         if row is None:
             known = ", ".join(b["name"] for b in self.list_baselines()) or "none"
-            raise UnknownBaseline(f"unknown baseline {name!r} in {self.path} (known: {known})")
+            raise UnknownBaseline(f"unknown baseline {name!r} in {self.where} (known: {known})")
         return self.load_run(row[0])
 
     def list_baselines(self) -> list[dict]:
@@ -340,5 +331,5 @@ class Store:
             "(SELECT count(*) FROM measurements m WHERE m.run_id=r.run_id) AS measurements, "
             "(SELECT count(*) FROM checks c WHERE c.run_id=r.run_id) AS checks, "
             "(SELECT count(*) FROM checks c WHERE c.run_id=r.run_id AND c.outcome='failed') "
-            f"AS failed FROM runs r {where} ORDER BY r.started DESC, r.rowid DESC")
+            f"AS failed FROM runs r {where} ORDER BY r.started DESC NULLS LAST, r.rowid DESC")
         return [dict(r) for r in rows]
