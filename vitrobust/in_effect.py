@@ -20,6 +20,7 @@ cannot change what a later seeded-by-default computation draws.
 from __future__ import annotations
 
 import torch
+import torch.ao.nn.quantized.dynamic as nnqd
 from torch import nn
 
 from .zoo.variant import below_base
@@ -81,7 +82,7 @@ def keep_ratio(model, images: torch.Tensor) -> float:
 
 
 def _is_int8_linear(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    return isinstance(module, nnqd.Linear)   # the exact batched subclass (int8_exact) too
 
 
 def _layer_qkv(net: nn.Module) -> list[torch.Tensor]:

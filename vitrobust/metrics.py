@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.ao.nn.quantized.dynamic as nnqd
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -76,7 +77,7 @@ def size_mb(model: nn.Module) -> float:
 
 
 def _is_dynamic_quantized_linear(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("torch.ao.nn.quantized.dynamic") and hasattr(module, "_weight_bias")
+    return isinstance(module, nnqd.Linear)   # the exact batched subclass (int8_exact) too
 
 
 @contextmanager

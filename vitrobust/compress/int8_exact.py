@@ -1,0 +1,298 @@
+"""Dynamic INT8 linears scored in batches, bit for bit as one image per call.
+
+torch's dynamic quantized linear (``torch.ao.nn.quantized.dynamic.Linear``: the op
+``quantized::linear_dynamic(x, packed, reduce_range=True)``, on x86 the fbgemm kernel
+``PackedLinearWeight::apply_dynamic_impl``) picks one activation scale and zero point per *call*,
+over the whole input tensor, so an image's logits depend on its batch-mates.
+:class:`ExactDynamicLinear` does what that kernel does, but with the activation parameters chosen
+per image (row ``b`` of dimension 0): the logits of image ``b`` are those of a call on image
+``b`` alone, whatever else is in the batch. It replays the kernel step by step:
+
+1. range: ``min``/``max`` over the image's elements (fbgemm ``FindMinMax``; min/max are exact,
+   so their SIMD order does not matter);
+2. scale and zero point: ``quant_utils::ChooseQuantizationParams`` with qmin/qmax 0/255, halved
+   to 0/127 by ``reduce_range``; the range is widened to include 0, the scale computed in double
+   and used as float, scales below ``6.1e-5f`` raised to it, the zero point rounded half to even
+   (:func:`choose_qparams`);
+3. quantize: fbgemm ``QuantizeAvx2``, ``cvtps(x * (1.f / scale)) + zero_point`` in float32,
+   clipped to [0, 255] (the LEGACY variant, ``cvtps(fma(x, 1.f / scale, zero_point))``, differs
+   on ties and is measurably not the one torch's kernel runs);
+4. the uint8 x int8 product: integers, accumulated exactly (``torch._int_mm`` in int32, as fbgemm
+   does), of the zero-point-centred factors (fbgemm's row / column offsets, folded in);
+5. dequantize: fbgemm ``requantizeForFloatAvx2``, ``fma(float(acc), a_scale * w_scale, bias)``
+   (the source has a multiply and an add; the build contracts them into one FMA: measured, a
+   separate multiply and add differ from the kernel in the last bit of ~1 output in 4), with
+   ``float(acc)`` rounding from 2**24 on as ``cvtepi32_ps`` does (:func:`fma32`).
+
+Exactness is checked, not assumed: ``tests/test_int8_exact.py`` compares against torch's kernel
+image by image (random nets, varied and degenerate ranges, rounding ties, a timm ViT, property
+tests), and ``bench/bench_int8.py`` on the default zoo. Only the INT8 linears are made exact: the
+FP32 rest of a net must be batch-invariant itself (it is in the zoo's ViTs: measured 0 logit
+difference; CPU GELU is not where an image's element count is no multiple of the SIMD width).
+
+``ExactDynamicLinear`` subclasses torch's module, so its state_dict (keys, packed weights,
+``version``) is the original's, weight hashes do not change, and what recognizes an INT8 linear
+(``isinstance`` of torch's class: :mod:`vitrobust.metrics`, :mod:`vitrobust.in_effect`) still does.
+
+Gradients: none by default (torch's module has none either). ``straight_through=True`` keeps the
+exact INT8 forward and back-propagates as the FP32 linear with the dequantized INT8 weights
+(input gradient only; the weights are not trainable).
+
+Per-image scalars (ranges, scales, bounds) are computed in numpy: a few dozen tiny torch ops per
+layer cost more than the layer's arithmetic in the small default zoo.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.ao.nn.quantized.dynamic as nnqd
+from torch import nn
+
+SMALL_SCALE = np.float32(6.1e-5)   # quant_utils SMALL_SCALE_THRESHOLD (a float)
+
+
+def choose_qparams(lo, hi, reduce_range: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image float32 (scale, zero point) from the images' float32 minima / maxima, as
+    ``quant_utils::ChooseQuantizationParams`` computes them (uint8, no sparsity, no power of 2).
+
+    The C++ mixes float and double on purpose (double intermediates, float results); the numpy
+    dtypes below follow it operation by operation."""
+    qmin, qmax = (0, 127) if reduce_range else (0, 255)
+    lo = np.minimum(np.asarray(lo, np.float32), np.float32(0))     # the range must contain 0
+    hi = np.maximum(np.asarray(hi, np.float32), np.float32(0))
+    scale = (hi.astype(np.float64) - lo) / (qmax - qmin)
+    with np.errstate(divide="ignore", over="ignore"):
+        degenerate = (scale.astype(np.float32) == 0) | np.isinf(np.float32(1) / scale.astype(np.float32))
+    scale = np.where(degenerate, 0.1, scale)
+    small = scale < np.float64(SMALL_SCALE)
+    if small.any():     # raised to the threshold, the range stretched to match (in float, as in C++)
+        amplifier, span = SMALL_SCALE / scale.astype(np.float32), SMALL_SCALE * np.float32(qmax - qmin)
+        new_lo = np.where(lo == 0, lo, np.where(hi == 0, -span, lo * amplifier))
+        new_hi = np.where(lo == 0, span, np.where(hi == 0, hi, hi * amplifier))
+        lo, hi = np.where(small, new_lo, lo), np.where(small, new_hi, hi)
+        scale = np.where(small, np.float64(SMALL_SCALE), scale)
+    from_min, from_max = qmin - lo.astype(np.float64) / scale, qmax - hi.astype(np.float64) / scale
+    error_min = abs(qmin) - np.abs(lo.astype(np.float64) / scale)
+    error_max = abs(qmax) - np.abs(hi.astype(np.float64) / scale)
+    zero_point = np.where(error_min < error_max, from_min, from_max)
+    return scale.astype(np.float32), np.round(np.clip(zero_point, qmin, qmax)).astype(np.float32)
+
+
+_BELOW_FLOAT = (1 << 29) - 1   # float64 mantissa bits a float32 does not have
+_FLOAT_TIE = 1 << 28           # ... set to exactly half a float32 ulp: a float32 rounding tie
+_CHUNK = 1 << 18               # float64 elements fma32 works on at a time (2 MB: see fma32)
+_scratch = threading.local()   # fma32's float64 scratch, reused from call to call (per thread)
+
+
+def fma32(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, a_bound: np.ndarray | None = None) -> torch.Tensor:
+    """float32 ``fma(a, b, c)`` of float32 values (any dtype holding them; broadcast, at least
+    1-D): ``a * b + c`` rounded once.
+
+    Emulated in float64, where the product of two floats is exact and the sum is rounded once;
+    rounding that to float32 is a second rounding, which can only go wrong when the float64 sum
+    was inexact *and* landed exactly on a float32 tie. Those elements are redone exactly
+    (:func:`_redo_ties`), unless ``a_bound`` proves there are none (:func:`_fits_float64`).
+
+    The work goes in chunks of leading rows through one small float64 scratch tensor, kept from
+    call to call: whole-batch float64 temporaries cost more in page faults than in arithmetic
+    (measured: 10x)."""
+    b, c = b.double(), c.double()
+    exact = a_bound is not None and _fits_float64(a_bound, b.numpy(), c.numpy())
+    shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
+    out = torch.empty(shape, dtype=torch.float32, device="cpu")
+    row = out[0].numel()
+    rows = max(1, _CHUNK // max(1, row))
+    scratch = getattr(_scratch, "tensor", None)
+    if scratch is None or len(scratch) < min(rows, len(out)) * row:
+        with torch.inference_mode(False):    # a normal tensor: writable in and out of inference mode
+            scratch = _scratch.tensor = torch.empty(max(_CHUNK, row), dtype=torch.float64, device="cpu")
+    for start in range(0, len(out), rows):
+        a_, b_, c_ = (t[start:start + rows] if t.dim() == len(shape) and len(t) > 1 else t for t in (a, b, c))
+        part = out[start:start + rows]
+        total = scratch[:part.numel()].view(part.shape)
+        total.copy_(a_.expand_as(total))
+        torch.addcmul(c_, total, b_, out=total)
+        part.copy_(total)
+        if not exact:
+            _redo_ties(part, total, a_, b_, c_)
+    return out
+
+
+def _fits_float64(a_bound: np.ndarray, b: np.ndarray, c: np.ndarray) -> bool:
+    """Whether every ``a * b + c`` is exact in float64, given ``a`` integer-valued, ``|a| <=
+    a_bound`` (broadcast against ``b`` and ``c``, float64 holding float32 values): the sum is a
+    multiple of the lowest bit of ``b`` or ``c`` (24 bits below their leading one), and below
+    ``a_bound * |b| + |c|``; at most 2**53 such multiples fit. Settles ~every call in the zoo's
+    linears, on arrays without the token dimension, so the tie search is rarely needed."""
+    lowest = np.minimum(np.frexp(b)[1], np.where(c != 0, np.frexp(c)[1], 1 << 20)) - 24
+    return bool((np.frexp(a_bound * np.abs(b) + np.abs(c))[1] - lowest <= 53).all())
+
+
+def _redo_ties(out: torch.Tensor, total: torch.Tensor, a, b, c) -> None:
+    """Fix ``out = float32(total)`` in place where ``total`` (float64 ``a * b + c``) is a float32
+    tie: TwoSum gives the float64 sum's rounding error, whose sign says which way the exact value
+    lies from the tie (on an exact tie, float32 rounding already did the right thing)."""
+    tie = ((total.view(torch.int64) & _BELOW_FLOAT) == _FLOAT_TIE).nonzero(as_tuple=True)
+    if len(tie[0]):
+        a, b, c = (t.expand_as(total)[tie].double() for t in (a, b, c))
+        product, total = a * b, total[tie]
+        part = total - product
+        error = (product - (total - part)) + (c - part)   # exact: a * b + c == total + error
+        nudged = torch.nextafter(total, torch.where(error > 0, torch.inf, -torch.inf))
+        out[tie] = torch.where(error == 0, total, nudged).float()
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Exact INT8 forward; backward of the FP32 linear with the dequantized weights."""
+
+    @staticmethod
+    def forward(ctx, x, module):
+        ctx.module = module
+        return module.exact_forward(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad @ ctx.module.dequantized_weight().to(grad.dtype), None   # no weight gradient
+
+
+class _Weights(NamedTuple):
+    packed: object             # the packed params these were unpacked from
+    int8_t: torch.Tensor       # int8 weights, (in, out)
+    col_sum: torch.Tensor      # int32 sum over inputs, per output
+    col_l1: np.ndarray         # float64 sum over inputs of |w - zp_w|, per output
+    zero_point: torch.Tensor | None   # int32 weight zero point(s); None when all are 0
+    scale: torch.Tensor        # float32 weight scale(s)
+    bias: torch.Tensor | None  # float64 (it holds float32 values)
+
+
+class ExactDynamicLinear(nnqd.Linear):
+    """``torch.ao.nn.quantized.dynamic.Linear`` with per-image activation quantization (see the
+    module docstring); same state_dict, same numbers as one call per image."""
+
+
+    def __init__(self, *args, straight_through: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.straight_through = straight_through
+
+    @classmethod
+    def from_dynamic(cls, mod: nnqd.Linear, straight_through: bool = False) -> "ExactDynamicLinear":
+        """The same INT8 weights, bias and kernel version as ``mod``, computed per image."""
+        weight, bias = mod._weight_bias()
+        new = cls(mod.in_features, mod.out_features, bias is not None, dtype=mod._packed_params.dtype,
+                  straight_through=straight_through)
+        new.set_weight_bias(weight, bias)
+        new.version = mod.version
+        new.train(mod.training)
+        return new
+
+    def _get_name(self):
+        return "ExactDynamicQuantizedLinear"
+
+    def _unpacked(self) -> _Weights:
+        """The packed weights in the forms the exact forward uses, unpacked once per packed weight
+        (``load_state_dict`` repacks, and this follows)."""
+        packed = self._packed_params._packed_params
+        cached = getattr(self, "_exact_weights", None)
+        if cached is None or cached.packed is not packed:
+            with torch.inference_mode(False):   # normal tensors, usable in and out of inference mode
+                cached = self._exact_weights = self._unpack(packed)
+        return cached
+
+    def _unpack(self, packed) -> _Weights:
+        weight, bias = self._weight_bias()
+        if weight.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            scale = torch.tensor([weight.q_scale()], dtype=torch.float32, device="cpu")
+            zero_point = torch.tensor([weight.q_zero_point()], dtype=torch.int32, device="cpu")
+        else:
+            scale = weight.q_per_channel_scales().float()
+            zero_point = weight.q_per_channel_zero_points().to(torch.int32)
+        w_int = weight.int_repr()
+        # a fresh (in, out) copy: .t().contiguous() keeps stride (1, 1) for in == 1, which _int_mm
+        # takes as its leading dimension (wrong results)
+        w_t = torch.empty(self.in_features, self.out_features, dtype=torch.int8, device="cpu").copy_(w_int.t())
+        return _Weights(packed, w_t, w_int.sum(1, dtype=torch.int32),
+                        (w_int.int() - zero_point.view(-1, 1)).abs().sum(1).double().numpy(),
+                        zero_point if zero_point.any() else None, scale,
+                        None if bias is None else bias.detach().double())
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The INT8 weights in float32, (out, in) as ``nn.Linear.weight``: the straight-through
+        backward's matrix."""
+        w = self._unpacked()
+        zero_point = 0 if w.zero_point is None else w.zero_point.view(-1, 1)
+        return (w.int8_t.t().float() - zero_point) * w.scale.view(-1, 1)
+
+    @torch.no_grad()
+    def exact_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``quantized::linear_dynamic`` returns for each image alone, for the whole batch
+        (no autograd graph, as torch's kernel has none)."""
+        w = self._unpacked()
+        reduce_range = self.version is not None and self.version >= 4   # as torch's forward
+        x32, images = x.float(), len(x)
+        flat = x32.reshape(images, -1)
+        lo, hi = flat.amin(1).numpy(), flat.amax(1).numpy()   # (aminmax(dim=1) is much slower)
+        scale, zero_point = choose_qparams(lo, hi, reduce_range)
+        inverse = np.float32(1) / scale                        # the kernel's float32 reciprocal
+        per_image = (-1,) + (1,) * (x32.dim() - 1)
+
+        def each(values):      # a per-image numpy array, broadcast against x
+            return torch.from_numpy(values).view(per_image)
+
+        # quantized minus zero point, xq - zp = clip(round(x * inverse), -zp, 255 - zp); rounding
+        # is monotonic, so the images' extremes show whether the (slow) clip does anything
+        centred = (x32 * each(inverse)).round_()
+        top, bottom = np.round(hi * inverse), np.round(lo * inverse)
+        if ((bottom < -zero_point) | (top > 255 - zero_point)).any():
+            centred.clamp_(each(-zero_point), each(255 - zero_point))
+        # sum_k (xq - zp_x)(w - zp_w) in int32, as fbgemm (no overflow below K = 65536 inputs).
+        # xq - zp_x is int8 when its extremes are (always, with reduce_range); else xq - 128 is,
+        # and the shift is put back with the weights' column sums
+        def product(factor):   # int8 (image, token, in) x int8 (in, out) -> int32 (image, token, out)
+            return torch._int_mm(factor.to(torch.int8).reshape(-1, self.in_features), w.int8_t).view(
+                images, -1, self.out_features)
+
+        if (np.minimum(top, 255 - zero_point) <= 127).all() and (np.maximum(bottom, -zero_point) >= -128).all():
+            acc = product(centred)
+        else:
+            shift = zero_point - 128
+            acc = product(centred + each(shift))
+            acc -= torch.from_numpy(shift).to(torch.int32).view(-1, 1, 1) * w.col_sum
+        if w.zero_point is not None:
+            row_sum = centred.reshape(images, -1, self.in_features).sum(-1, keepdim=True)
+            acc -= w.zero_point * row_sum.to(torch.int32)
+        # |acc| per (image, output) is at most max |xq - zp_x| * sum_k |w - zp_w|
+        bound = np.multiply.outer(np.maximum(top, -bottom).astype(np.float64), w.col_l1)[:, None]
+        if bound.max() >= 1 << 24:
+            acc = acc.float()                   # as fbgemm's cvtepi32_ps, which rounds from 2**24 on
+        multiplier = torch.from_numpy(scale).view(-1, 1, 1) * w.scale      # float32, as the kernel's
+        out = acc * multiplier if w.bias is None else fma32(acc, multiplier, w.bias, a_bound=bound)
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._packed_params.dtype != torch.qint8:
+            return super().forward(x)        # float16 weights: no activation quantization at all
+        if self.straight_through and torch.is_grad_enabled() and x.requires_grad:
+            return _StraightThrough.apply(x, self)
+        return self.exact_forward(x)
+
+
+def fbgemm_kernel() -> bool:
+    """Whether torch's dynamic INT8 linears run fbgemm (engines ``x86`` and ``fbgemm``), the
+    kernel :class:`ExactDynamicLinear` reproduces (``qnnpack`` / ``onednn`` compute differently)."""
+    return torch.backends.quantized.engine in ("x86", "fbgemm")
+
+
+def exact_int8(net: nn.Module, straight_through: bool = False, inplace: bool = False) -> nn.Module:
+    """``net`` (a ``quantize_dynamic`` result) with every dynamic linear an :class:`ExactDynamicLinear`.
+
+    Same weights and state_dict; each image of a batch is scored as if it were its own call."""
+    if type(net) is nnqd.Linear:
+        return ExactDynamicLinear.from_dynamic(net, straight_through)
+    net = net if inplace else copy.deepcopy(net)
+    for name, child in list(net.named_children()):
+        setattr(net, name, exact_int8(child, straight_through, inplace=True))
+    return net
