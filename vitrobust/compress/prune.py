@@ -130,13 +130,24 @@ def softmax_with_policy(logits: torch.Tensor, policy: torch.Tensor) -> torch.Ten
     return weights / denom
 
 
+def _queries_keys_values(attn: Attention, x: torch.Tensor):
+    """timm ``Attention``'s normed q, k and its v, each (B, heads, N, head_dim)."""
+    b, n, _ = x.shape
+    q, k, v = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    return attn.q_norm(q), attn.k_norm(k), v
+
+
+def _logit_kl(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) of the class distributions, T=1, per image (both losses' logit term)."""
+    return F.kl_div(F.log_softmax(logits, -1), F.log_softmax(teacher_logits, -1),
+                    reduction="batchmean", log_target=True)
+
+
 def _policy_attention(attn: Attention, x: torch.Tensor, policy: torch.Tensor) -> torch.Tensor:
     """timm ``Attention.forward`` with the policy softmax in place of the plain one."""
     b, n, _ = x.shape
     gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
-    qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k, v = _queries_keys_values(attn, x)
     weights = attn.attn_drop(softmax_with_policy((q * attn.scale) @ k.transpose(-2, -1), policy))
     out = (weights.type_as(v) @ v).transpose(1, 2).reshape(b, n, attn.attn_dim)
     out = attn.norm(out)
@@ -292,8 +303,7 @@ def pruning_loss(teacher: ModelWrapper, recipe: dict, label_smoothing: float = 0
         with torch.no_grad():
             t_feat = teacher.net.forward_features(teacher.normalize(images))
             t_logits = teacher.net.forward_head(t_feat)
-        kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(t_logits, -1),
-                      reduction="batchmean", log_target=True)
+        kl = _logit_kl(logits, t_logits)
         p = net.num_prefix_tokens
         mask = out["keep"].squeeze(-1) > 0.5
         if not mask.any():
@@ -317,9 +327,7 @@ def class_attention(vit: VisionTransformer, images: torch.Tensor):
 
     def hook(attn, args, out):
         x = args[0]
-        b, n, _ = x.shape
-        qkv = attn.qkv(x).reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+        q, k, _ = _queries_keys_values(attn, x)
         weights = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).softmax(-1)   # (B, H, 1, n)
         rows.append(weights.mean(1)[:, 0, p:])
 
@@ -359,8 +367,7 @@ def distilled_pruning_loss(teacher: ModelWrapper, recipe: dict, label_smoothing:
             target = attention[:, loc:].mean(1).gather(1, origin)
             target = target / target.sum(1, keepdim=True)
             ranking = ranking - (target * F.log_softmax(score, -1)).sum(1).mean()
-        kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(t_logits, -1),
-                      reduction="batchmean", log_target=True)
+        kl = _logit_kl(logits, t_logits)
         kept = out["origin"]
         t_kept = t_feat[:, p:].gather(1, kept.unsqueeze(-1).expand(-1, -1, t_feat.shape[-1]))
         token = ((features[:, p:] - t_kept) ** 2).mean()
