@@ -209,7 +209,7 @@ def test_unknown_placeholder(tmp_path):
 
 
 @pytest.mark.parametrize("old, new, expected", [
-    ("id: quantization", "id: Quantization!", ":1: id: must match [a-z0-9_-]+"),
+    ("id: quantization", "id: Quantization!", ":1: id: must match [a-z0-9][a-z0-9_-]*"),
     ("confidence: 0.9", "confidence: 0.3", ":9: spec 'quantization': confidence: must be a number in (0.5, 1)"),
     ("confidence: 0.9", "inconclusive: maybe", "inconclusive: must be one of fail, skip, xfail"),
     ("inconclusive: skip", "inconclusive: never", ":15: spec 'quantization': checks[1].inconclusive: must be one of"),

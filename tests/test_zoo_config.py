@@ -1,4 +1,7 @@
 """The zoo config: entries for any model name, their keys, and what resolve() hands load_model."""
+import re
+from pathlib import Path
+
 import pytest
 
 from vitrobust.errors import VitrobustError
@@ -7,6 +10,12 @@ from vitrobust.zoo.plan import ModelSource, ZooPlan
 
 
 def _load(tmp_path, text):
+    """Load ``text`` as a zoo config; its absolute checkpoint paths move under ``tmp_path`` and
+    are written there (a config is refused when a checkpoint is missing or empty)."""
+    text = re.sub(r"checkpoint: /", f"checkpoint: {tmp_path}/", text)
+    for ckpt in re.findall(r"checkpoint: (/[^,}\s]+)", text):
+        Path(ckpt).parent.mkdir(parents=True, exist_ok=True)
+        Path(ckpt).write_bytes(b"not read when the config is loaded")
     path = tmp_path / "zoo.yaml"
     path.write_text(text)
     return ZooConfig.load(path)
@@ -27,22 +36,22 @@ def test_the_issue_example_reads_and_resolves_every_step(tmp_path):
     zoo = _load(tmp_path, USER_ZOO)
     name, plan = zoo.resolve("deit_small:prune0.7:int8")
     assert name == "deit_small_patch16_224:prune0.7:int8"   # rebased on the registered arch
-    assert plan == ZooPlan((ModelSource("deit_small_patch16_224", "/ckpt/deit_s.pth"),
-                            ModelSource(checkpoint="/ckpt/dynamicvit_deit_s_0.7.pth"), ModelSource()),
+    assert plan == ZooPlan((ModelSource("deit_small_patch16_224", f"{tmp_path}/ckpt/deit_s.pth"),
+                            ModelSource(checkpoint=f"{tmp_path}/ckpt/dynamicvit_deit_s_0.7.pth"), ModelSource()),
                            data="/data/imagenet")
     assert hash(plan) == hash(zoo.resolve("deit_small:prune0.7:int8")[1])   # load_model caches by it
     assert zoo.resolve("deit_small:mini")[1].step(1) == ModelSource(train_epochs=3)
     assert zoo.resolve("deit_small:distilled")[1].step(1).arch == "deit_small_distilled_patch16_224"
     name, plan = zoo.resolve("swin_tiny:int8")
     assert name == "swin_tiny:int8"      # a timm: arch keeps the spec's name; the plan carries it
-    assert plan.step(0) == ModelSource("timm:swin_tiny_patch4_window7_224", "/ckpt/swin_t.pth", 10)
+    assert plan.step(0) == ModelSource("timm:swin_tiny_patch4_window7_224", f"{tmp_path}/ckpt/swin_t.pth", 10)
 
 
 def test_a_seed_replica_follows_the_entries_of_the_name_it_replicates(tmp_path):
     zoo = _load(tmp_path, USER_ZOO)
     name, plan = zoo.resolve("deit_small@s2:mini")
     assert name == "deit_small_patch16_224@s2:mini" and name.seed == 2
-    assert plan.step(0).checkpoint == "/ckpt/deit_s.pth" and plan.step(1) == ModelSource(train_epochs=3)
+    assert plan.step(0).checkpoint == f"{tmp_path}/ckpt/deit_s.pth" and plan.step(1) == ModelSource(train_epochs=3)
 
 
 def test_names_without_entries_resolve_to_themselves(tmp_path):
@@ -55,7 +64,7 @@ def test_a_variant_entry_alone_keeps_the_registered_base(tmp_path):
     zoo = _load(tmp_path, "models:\n  deit_tiny_patch16_224:prune0.7: {checkpoint: /c.pth}\n")
     name, plan = zoo.resolve("deit_tiny_patch16_224:prune0.7")
     assert name == "deit_tiny_patch16_224:prune0.7"
-    assert plan.step(0).arch == "deit_tiny_patch16_224" and plan.step(1).checkpoint == "/c.pth"
+    assert plan.step(0).arch == "deit_tiny_patch16_224" and plan.step(1).checkpoint == f"{tmp_path}/c.pth"
 
 
 @pytest.mark.parametrize("entry, message", [

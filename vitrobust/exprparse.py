@@ -45,8 +45,17 @@ __all__ = ["parse_check"]
 # (deit_small:prune0.7, a replica deit_small@s1:prune0.7); a number starts with a digit or '.'.
 # No sign: '-' is always an operator.
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.:@]*")
-_NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+# ASCII digits and spaces only: '\d' and str.isspace() would take look-alikes (Arabic-Indic
+# digits, no-break spaces) that read as one thing and mean another.
+_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SPACE = " \t\r\n"
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Checks come from untrusted specs and the parser recurses: bound the size and the nesting, so a
+# hostile check is a one-line error, never a RecursionError or a tree too deep to walk. The
+# longest shipped check has 31 tokens and 177 characters (a check's text is also its test id).
+MAX_CHARS = 1000
+MAX_TOKENS = 256
+MAX_NESTING = 16      # '(' and unary '-' levels
 _PUNCT = ("->", "<=", ">=", "==", "!=", "<", ">", "(", ")", ",", "+", "-", "*", "/", "[", "]")
 
 
@@ -61,16 +70,20 @@ class _Tok:
 
 
 def _tokenize(text: str) -> list:
+    if len(text) > MAX_CHARS:
+        raise ExprError(f"column {MAX_CHARS + 1}: a check has at most {MAX_CHARS} characters")
     toks, i, n = [], 0, len(text)
     while i < n:
         ch = text[i]
-        if ch.isspace():
+        if ch in _SPACE:
             i += 1
             continue
         m = _WORD.match(text, i) or _NUMBER.match(text, i)
         if m:
             toks.append(_Tok("word" if m.re is _WORD else "number", m.group(), i + 1))
             i = m.end()
+            if len(toks) > MAX_TOKENS:
+                raise ExprError(f"column {toks[-1].col}: a check has at most {MAX_TOKENS} tokens")
             continue
         punct = next((p for p in _PUNCT if text.startswith(p, i)), None)
         if punct is None:
@@ -79,6 +92,8 @@ def _tokenize(text: str) -> list:
             raise ExprError(f"column {i + 1}: unexpected character {ch!r}")
         toks.append(_Tok(punct, punct, i + 1))
         i += len(punct)
+        if len(toks) > MAX_TOKENS:
+            raise ExprError(f"column {toks[-1].col}: a check has at most {MAX_TOKENS} tokens")
     toks.append(_Tok("end", "", n + 1))
     return toks
 
@@ -89,6 +104,7 @@ class _Parser:
             raise ExprError(f"a check must be a string, got {type(text).__name__}")
         self.toks = _tokenize(text)
         self.pos = 0
+        self.depth = 0
 
     # -- helpers --
     @property
@@ -161,10 +177,20 @@ class _Parser:
             node = BinOp(op, node, self.unary())
         return node
 
+    def nested(self, parse):
+        """``parse()`` one level deeper; refused past :data:`MAX_NESTING`."""
+        if self.depth >= MAX_NESTING:
+            raise ExprError(f"column {self.tok.col}: nested more than {MAX_NESTING} levels deep")
+        self.depth += 1
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
+
     def unary(self):
         if self.tok.kind == "-":
             self.advance()
-            return Neg(self.unary())
+            return Neg(self.nested(self.unary))
         return self.atom()
 
     def atom(self):
@@ -177,7 +203,7 @@ class _Parser:
             return Number(value)
         if t.kind == "(":
             self.advance()
-            node = self.sum()
+            node = self.nested(self.sum)
             self.expect(")", "to close '('")
             return node
         if t.kind == "word":

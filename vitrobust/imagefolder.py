@@ -9,14 +9,16 @@ grows with the batch (and with ``limit`` for the images an attack needs at once)
 the folder.
 
 Bad data is a one-line :class:`DataError` naming the file or folder: an empty
-class folder, a zero-byte or unreadable image, a decompression bomb (PIL's
-``Image.MAX_IMAGE_PIXELS``). With ``skip_bad`` unreadable images are skipped and listed instead.
+class folder, a zero-byte or unreadable image, a decompression bomb (more pixels than PIL's
+``Image.MAX_IMAGE_PIXELS``: PIL itself only warns up to twice that, and a warning would let the
+image through). With ``skip_bad`` unreadable images are skipped and listed instead.
 Grayscale, palette, CMYK and RGBA images are converted to RGB (alpha is dropped).
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,9 +98,12 @@ def read_image(path: Path, size: int) -> np.ndarray:
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-    except Image.DecompressionBombError as exc:
+        with warnings.catch_warnings():
+            # over MAX_IMAGE_PIXELS (but under twice it) PIL only warns: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(f"decompression bomb, refused by PIL ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"cannot read image ({exc.__class__.__name__}: {exc})") from None

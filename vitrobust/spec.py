@@ -4,7 +4,7 @@ naming the file, the line, the spec and the key, e.g.
 
 A spec file holds one spec (a mapping) or a list of them::
 
-    id: quantization                       # required, [a-z0-9_-]+
+    id: quantization                       # required, [a-z0-9][a-z0-9_-]*, at most 64 characters
     about: INT8 makes DeiT easier to attack (paper 7.2)    # required
     data: {source: digits, split: test, limit: 450}       # optional, see below
     attacks:                               # alias -> {name: registry name, ...params}; optional
@@ -55,9 +55,18 @@ __all__ = ["SpecError", "Spec", "Check", "load_spec_file", "load_specs", "parse_
            "SPEC_KEYS", "CHECK_KEYS", "DATA_KEYS"]
 
 SPEC_KEYS = ("id", "about", "data", "attacks", "matrix", "confidence", "inconclusive", "checks")
-_ID = re.compile(r"[a-z0-9_-]+\Z")
+# An id names report files (plots/seed_effects_<id>.png), HTML anchors and pytest ids: no path
+# separators, dots, spaces or brackets, no leading '-' (read as an option), and short enough for a
+# file name on any file system.
+_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 
 KnownModels = Callable[[str], bool]
+
+
+def _shown(value) -> str:
+    """``repr`` of a refused value, cut so a megabyte of it stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _memo(fn):
@@ -78,7 +87,8 @@ def _parse_spec(m: dict, where: Where, known_models, check_attack) -> Spec:
     spec_id = m.get("id")
     if spec_id is not None:
         if not isinstance(spec_id, str) or not _ID.match(spec_id):
-            raise where.error(value_line(m, "id", line), "id", f"must match [a-z0-9_-]+, got {spec_id!r}")
+            raise where.error(value_line(m, "id", line), "id", f"must match [a-z0-9][a-z0-9_-]* in at most 64 characters (it names files "
+                              f"and test ids), got {_shown(spec_id)}")
         where.spec_id = spec_id
     for key in m:
         if key not in SPEC_KEYS:

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 from .defaults import StrategyError, parse_strategy
 from .errors import VitrobustError
 from .names import ModelName, ModelNameError
+from .spec_bounds import ATTACK_PARAMS, over_bound
 from .spec_model import Where
 from .yamllines import key_line, value_line
 
@@ -26,8 +27,9 @@ __all__ = ["parse_number", "parse_attacks", "CheckAttack"]
 
 CheckAttack = Callable[[str, dict], None]
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")     # an alias is part of check text and test ids
+# ASCII digits only: '\d' would also read look-alikes such as '٨/٢٥٥' as 8/255
+_NUM = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _FRACTION = re.compile(rf"\s*([+-]?{_NUM})\s*(?:/\s*({_NUM})\s*)?\Z")
 
 
@@ -91,6 +93,10 @@ def _one_attack(alias, entry, where: Where, eline: int, known_models,
             params[pkey] = value
         else:
             params[pkey] = _convert(value, where, value_line(entry, pkey, eline), f"{key}.{pkey}")
+    for pkey, kind in ATTACK_PARAMS.items():
+        problem = over_bound(kind, params.get(pkey))
+        if problem:
+            raise where.error(value_line(entry, pkey, eline), f"{key}.{pkey}", problem)
     if "strategy" in params:
         _check_strategy(params["strategy"], where, value_line(entry, "strategy", eline),
                         f"{key}.strategy", known_models)
@@ -115,7 +121,7 @@ def parse_attacks(raw, where: Where, line: int, known_models=None,
     for alias, entry in raw.items():
         if not isinstance(alias, str) or not _IDENT.match(alias) or alias == "any":
             raise where.error(key_line(raw, alias, line), "attacks",
-                              f"bad alias {alias!r} (letters, digits, '_'; not 'any')")
+                              f"bad alias {alias!r} (up to 64 letters, digits and '_'; not 'any')")
         attacks[alias] = _one_attack(alias, entry, where, key_line(raw, alias, line),
                                      known_models, check_attack)
     return attacks

@@ -22,6 +22,7 @@ from typing import Optional
 from . import defaults
 from .exprparse import parse_check
 from .exprtree import ExprError, measures
+from .spec_bounds import over_bound
 from .spec_fields import matrix_text, parse_choice
 from .spec_model import Check, Where, known, suggest
 from .yamllines import item_line, key_line, value_line
@@ -36,6 +37,13 @@ _NAMED = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")     # placeholders in claim
 def _substitute(text, params) -> str:
     return _PLACEHOLDER.sub(lambda m: matrix_text(params[m.group(1)]) if m.group(1) in params
                             else m.group(0), text)
+
+
+def _cells(choices: dict) -> int:
+    count = 1
+    for values in choices.values():
+        count *= len(values)
+    return count
 
 
 def _optional_text(item: dict, key: str, where: Where, line: int, label: str) -> Optional[str]:
@@ -131,6 +139,7 @@ def expand_checks(raw, where: Where, line: int, spec_id: str, matrix: dict, atta
     if not isinstance(raw, list) or not raw:
         raise where.error(line, "checks", "must be a non-empty list of checks")
     out, seen = [], {}
+    planned = 0
     for i in range(len(raw)):
         item, iline, cline = _item(raw, i, where, line)
         label = f"checks[{i}]"
@@ -150,6 +159,11 @@ def expand_checks(raw, where: Where, line: int, spec_id: str, matrix: dict, atta
         if len(given) > 1:
             raise where.error(value_line(item, given[1], cline), f"{label}.{given[1]}",
                               f"a check has at most one expectation: {given[0]}: and {given[1]}: are both given")
+        # counted before expanding: three keys of 100 values would be a million items
+        planned += _cells(choices)
+        problem = over_bound("matrix", planned)
+        if problem:
+            raise where.error(cline, label, f"checks the spec expands to: {problem}")
         for combo in itertools.product(*choices.values()):
             params = dict(zip(choices, combo))
             cell = f"{label} ({', '.join(f'{k}={matrix_text(v)}' for k, v in params.items())})" if params else label

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from . import defaults
+from .spec_bounds import over_bound
 from .spec_model import Where, known, suggest
 from .yamllines import key_line, value_line
 
@@ -16,7 +17,10 @@ __all__ = ["DATA_KEYS", "parse_data", "parse_matrix", "parse_confidence", "parse
 # fit_split / fit_limit: where universal perturbations (UAP) are fitted, disjoint from `split`.
 DATA_KEYS = ("source", "split", "limit", "fit_split", "fit_limit")
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")     # matrix keys name placeholders and test ids
+# A matrix value is pasted into checks (model names, numbers) and into pytest ids (spec[size=tiny]):
+# the characters of model names and numbers only, so an id cannot hold brackets, spaces or '/'.
+_VALUE = re.compile(r"[A-Za-z0-9_.:@+-]{1,64}\Z")
 
 
 def matrix_text(value) -> str:
@@ -49,6 +53,9 @@ def parse_data(raw, where: Where, line: int) -> dict:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
             raise where.error(value_line(raw, key, line), f"data.{key}",
                               f"must be a positive integer (or null: the whole split), got {v!r}")
+        problem = over_bound("images", v)
+        if problem:
+            raise where.error(value_line(raw, key, line), f"data.{key}", problem)
     if data["fit_split"] == data["split"]:
         culprit = "fit_split" if "fit_split" in raw else "split"
         raise where.error(value_line(raw, culprit, line), "data.fit_split",
@@ -67,14 +74,15 @@ def parse_matrix(raw, where: Where, line: int) -> dict:
     for key, values in raw.items():
         kline = value_line(raw, key, line)
         if not isinstance(key, str) or not _IDENT.match(key):
-            raise where.error(key_line(raw, key, line), "matrix", f"bad key {key!r} (letters, digits, '_')")
+            raise where.error(key_line(raw, key, line), "matrix", f"bad key {key!r} (up to 64 letters, digits and '_')")
         if not isinstance(values, list):
             values = [values]
         if not values:
             raise where.error(kline, f"matrix.{key}", "needs at least one value")
         for v in values:
-            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                raise where.error(kline, f"matrix.{key}", f"values must be names or numbers, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (str, int, float)) or not _VALUE.match(matrix_text(v)):
+                raise where.error(kline, f"matrix.{key}", "values must be names or numbers (up to 64 of "
+                                  f"A-Z a-z 0-9 _ . : @ + -), got {v!r}")
         texts = [matrix_text(v) for v in values]
         if len(set(texts)) != len(texts):
             raise where.error(kline, f"matrix.{key}", "values must be distinct")

@@ -77,8 +77,13 @@ class Spec:
         return hash((self.id, self.path))
 
 
+MAX_MESSAGE = 1000   # an error quoting a megabyte of hostile YAML stays readable
+
+
 def one_line(text) -> str:
-    return " ".join(str(text).split())
+    """``text`` on one line (whitespace runs become one space), cut to :data:`MAX_MESSAGE`."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
 
 
 def known(keys) -> str:

@@ -95,13 +95,13 @@ def _load_base(entry: ModelEntry, name: ModelName, source: ModelSource, plan: Zo
     start = time.perf_counter()
     recipe = replica_recipe(entry.recipe, name.seed)
     if entry.data is None or source.checkpoint:
-        state = read_state(source.checkpoint) if source.checkpoint else None
+        state = read_state(source.checkpoint, where=source.where) if source.checkpoint else None
         classes = source.num_classes or (head_classes(state) if state else None) or _later_classes(plan)
         net = entry.builder(num_classes=classes) if classes else entry.builder()
         # the replica seed is kept for the variants' recipes; a checkpoint's weights do not change
         model = _new_wrapper(entry, net, name, recipe)
         if state is not None:
-            load_checkpoint(model.net, source.checkpoint, state=state)
+            load_checkpoint(model.net, source.checkpoint, state=state, where=source.where)
             model.info.data = None   # weights from elsewhere: not trained on the registered data
             model.info.meta["weights"] = f"checkpoint {source.checkpoint}"
         else:
@@ -129,7 +129,7 @@ def _later_classes(plan: ZooPlan) -> int | None:
         if source.num_classes:
             return source.num_classes
         if source.checkpoint:
-            classes = head_classes(read_state(source.checkpoint))
+            classes = head_classes(read_state(source.checkpoint, where=source.where))
             if classes:
                 return classes
     return None

@@ -14,16 +14,21 @@ releases store theirs under ``model``). The official layouts this suite builds l
   when the checkpoint has them (:mod:`vitrobust.compress.irpe`). Another iRPE layout is refused:
   the net would run without it and silently compute something else.
 
-Anything else that does not fit is a one-line :class:`CheckpointError` naming file and keys.
+Anything else that does not fit is a one-line :class:`CheckpointError` naming file and keys, and,
+for a checkpoint a zoo config names, the config file and entry first (``where``): a folder, a
+symlink loop, an empty file, a pickle holding code (which ``weights_only`` refuses before running
+any of it) or the weights of another architecture.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import VitrobustError
+from .ckptfile import checkpoint_file_problem
 
 WRAPPER_KEYS = ("model", "state_dict", "model_ema")
 HEAD_KEYS = ("head.weight", "head.fc.weight", "fc.weight", "classifier.weight", "head.l.weight")
@@ -38,21 +43,40 @@ class ClassCountError(VitrobustError):
     """A model whose number of outputs differs from the data's number of classes."""
 
 
-def read_state(path: str | Path) -> dict:
-    """The state dict inside ``path`` (unwrapped from ``model`` / ``state_dict`` / ``model_ema``)."""
+def _named(path, where: str | None) -> str:
+    """How an error names the checkpoint: ``zoo.yaml: models.m.checkpoint: /ckpt/m.pth``."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    return f"{where}.checkpoint: {path}" if where else str(path)
+
+
+def _refusal(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one short phrase."""
+    # torch words it "Unsupported global: GLOBAL print was not..." or "unsupported GLOBAL
+    # posix.mkdir whose module...", depending on whether the module is blocked outright
+    found = re.search(r"unsupported (?:global: )?GLOBAL ([\w.]+)", str(exc), re.IGNORECASE)
+    if found:   # the unpickler met a reference to code: nothing of it ran
+        return (f"refused by torch.load(weights_only=True): it holds pickled code ({found[1]}), "
+                "not only tensors; nothing in it was run")
+    first = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())[:160]   # no terminal colours
+    return f"not a loadable weights-only checkpoint ({exc.__class__.__name__}: {first})"
+
+
+def read_state(path: str | Path, *, where: str | None = None) -> dict:
+    """The state dict inside ``path`` (unwrapped from ``model`` / ``state_dict`` / ``model_ema``);
+    ``where``: the zoo-config file and entry that named it, for the error messages."""
+    problem = checkpoint_file_problem(path)
+    if problem:
+        raise CheckpointError(f"{_named(path, where)}: {problem}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({exc.__class__.__name__})") from None
+        state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception as exc:   # torch raises many types for a bad file; each becomes one line
+        raise CheckpointError(f"{_named(path, where)}: {_refusal(exc)}") from None
     for wrapper_key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(wrapper_key), dict):
             state = state[wrapper_key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
+        raise CheckpointError(f"{_named(path, where)}: not a state dict (a mapping of names to tensors)")
     return state
 
 
@@ -64,10 +88,12 @@ def head_classes(state: dict) -> int | None:
     return None
 
 
-def load_checkpoint(net: nn.Module, path: str | Path, *, state: dict | None = None) -> None:
+def load_checkpoint(net: nn.Module, path: str | Path, *, state: dict | None = None,
+                    where: str | None = None) -> None:
     """Load the checkpoint ``path`` into ``net`` (official layouts adapted, see module doc);
-    ``state``: its contents when the caller already read them (a head's class count)."""
-    state = read_state(path) if state is None else state
+    ``state``: its contents when the caller already read them (a head's class count);
+    ``where``: the zoo-config file and entry that named it, for the error messages."""
+    state = read_state(path, where=where) if state is None else state
     _adapt_mini(net, state, path)
     own = net.state_dict()
     foreign = sorted(set(state) - set(own))
@@ -83,7 +109,7 @@ def load_checkpoint(net: nn.Module, path: str | Path, *, state: dict | None = No
             parts.append(f"unexpected keys {foreign[:3]}" + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else ""))
         if missing:
             parts.append(f"missing keys {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
-        raise CheckpointError(f"{Path(path).expanduser()}: does not fit {type(net).__name__}: " + "; ".join(parts))
+        raise CheckpointError(f"{_named(path, where)}: does not fit {type(net).__name__}: " + "; ".join(parts))
     net.load_state_dict(state)
 
 

@@ -15,15 +15,30 @@ the name is (``arch``: a registered name or ``timm:<name>``) and its weights; a 
 gives the variant's own ``checkpoint`` (loaded instead of training it) or ``train: {epochs: N}``
 (fine-tune it on the data's ``train/`` split, cached like the default zoo). ``num_classes``
 sets the head's size when no checkpoint says it. Every other key is an error naming file and
-key. Read with ``yaml.safe_load``; no torch needed to read it.
+key.
+
+The config is untrusted input like a spec: it is read with the specs' bounded safe loader
+(:mod:`vitrobust.yamllines`: ``yaml.SafeLoader`` semantics, duplicate keys refused, size, depth
+and alias expansion bounded), and everything that can be checked without reading weights is
+checked when it is loaded, before any spec is collected: every ``arch`` is a registered model or a
+timm architecture, and every ``checkpoint`` is a readable, non-empty regular file (not a folder,
+a symlink loop or a pipe). What needs the weights (a checkpoint of another architecture, a pickle
+that ``torch.load(weights_only=True)`` refuses) is refused when the model is built, and that
+error names this file and the entry's key too (:attr:`ModelSource.where`).
+
+:class:`ZooConfigError` is also a ``pytest.UsageError``: raised while pytest sets up a session it
+is printed as one ``ERROR:`` line (exit 4), not as an internal error with a traceback.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from ..errors import VitrobustError
 from ..names import ModelName, ModelNameError
+from .ckptfile import checkpoint_file_problem
 from .plan import ModelSource, ZooPlan
 
 ZOO_KEYS = ("data", "models")
@@ -32,7 +47,7 @@ TRAIN_KEYS = ("epochs",)
 TIMM_PREFIX = "timm:"
 
 
-class ZooConfigError(VitrobustError):
+class ZooConfigError(VitrobustError, pytest.UsageError):
     """A zoo config that cannot be read or has unknown keys; the message names file and key."""
 
 
@@ -44,20 +59,20 @@ class ZooConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ZooConfig":
-        import yaml
-
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ZooConfigError(f"{path}: cannot read zoo config ({exc.__class__.__name__})") from None
+        raw = _read(path)
+        raw = {} if raw is None else raw
         _known_keys(raw, ZOO_KEYS, str(path))
         models = raw.get("models") or {}
         if not isinstance(models, dict):
             raise ZooConfigError(f"{path}: models: must be a mapping name -> {{{', '.join(ENTRY_KEYS)}}}")
+        data = raw.get("data")
+        if data is not None and not (isinstance(data, str) and data.strip()):
+            raise ZooConfigError(f"{path}: data: must be a data source (an ImageFolder path), got {type(data).__name__}")
         for alias, entry in models.items():
             _check_entry(path, alias, entry)
-        return cls(models={str(k): v for k, v in models.items()}, data=raw.get("data"), path=str(path))
+        _check_arches(path, models)
+        return cls(models={str(k): dict(v) for k, v in models.items()}, data=data, path=str(path))
 
     def resolve(self, name: str) -> tuple[ModelName, ZooPlan | None]:
         """(name to build, plan for ``load_model(name, checkpoint=plan)``) for a spec's name.
@@ -69,21 +84,44 @@ class ZooConfig:
         """
         name = ModelName(name)
         # a seed replica (deit_small@s1) follows the entries of the name it replicates
-        entries = [self.models.get(str(step.replica(0))) or {} for step in name.chain()]
+        keys = [str(step.replica(0)) for step in name.chain()]
+        entries = [self.models.get(key) or {} for key in keys]
         if not any(entries):
             return name, None
         arch = entries[0].get("arch") or name.base
-        sources = [_source(e) for e in entries]
-        sources[0] = ModelSource(arch, *(getattr(sources[0], f) for f in ("checkpoint", "num_classes", "train_epochs")))
+        sources = [_source(e, f"{self.path or 'zoo config'}: models.{key}") for e, key in zip(entries, keys)]
+        sources[0] = ModelSource(arch, *(getattr(sources[0], f) for f in ("checkpoint", "num_classes", "train_epochs", "where")))
         resolved = name if arch.startswith(TIMM_PREFIX) else name.with_base(arch)
         return resolved, ZooPlan(tuple(sources), data=self.data,
                                  names=tuple(str(step) for step in name.chain()))
 
 
-def _source(entry: dict) -> ModelSource:
+def _source(entry: dict, where: str) -> ModelSource:
     train = entry.get("train") or {}
     return ModelSource(entry.get("arch"), entry.get("checkpoint"), entry.get("num_classes"),
-                       train.get("epochs"))
+                       train.get("epochs"), where if entry.get("checkpoint") else None)
+
+
+def _read(path: Path):
+    """The YAML document in ``path`` (None when empty), or a one-line error naming the file."""
+    import yaml
+
+    from ..yamllines import load_yaml_with_lines
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ZooConfigError(f"{path}: cannot read zoo config ({exc.strerror or exc.__class__.__name__})") from None
+    except UnicodeDecodeError as exc:
+        raise ZooConfigError(f"{path}: zoo config is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return load_yaml_with_lines(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(" ".join(x for x in (exc.context, exc.problem) if x).split())
+        raise ZooConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: YAML error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ZooConfigError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
 
 
 def _known_keys(mapping, known: tuple, where: str) -> None:
@@ -119,6 +157,39 @@ def _check_entry(path: Path, alias, entry) -> None:
         raise ZooConfigError(f"{where}.num_classes: must be a positive integer, got {classes!r}")
     if "train" in entry:
         _check_train(where, name, entry)
+    if "checkpoint" in entry:
+        problem = checkpoint_file_problem(entry["checkpoint"])
+        if problem:
+            raise ZooConfigError(f"{where}.checkpoint: {entry['checkpoint']}: {problem}")
+
+
+def _check_arches(path: Path, models: dict) -> None:
+    """Every architecture the entries name exists: a base's ``arch`` (or its own name, without
+    one) is a registered model or ``timm:<name>``; a ``:distilled`` entry's is a timm name.
+    Checked after every entry's keys, so a typo'd key is reported before an unknown name."""
+    import timm
+
+    from .timm_arch import arch_entry
+
+    for alias, entry in models.items():
+        name = ModelName(str(alias))
+        if name.suffixes and "arch" in entry:        # :distilled (see _check_entry)
+            arch = entry["arch"].removeprefix(TIMM_PREFIX)
+            if not timm.is_model(arch):
+                raise ZooConfigError(f"{path}: models.{alias}.arch: timm has no architecture {arch!r}")
+            continue
+        if name.suffixes:
+            if name.base in models:
+                continue                              # its base's entry is checked on its own
+            key, arch, hint = f"models.{alias}", name.base, " (give its base an entry with arch:)"
+        elif "arch" in entry:
+            key, arch, hint = f"models.{alias}.arch", entry["arch"], ""
+        else:
+            key, arch, hint = f"models.{alias}", name.base, " (give it arch: a registered model or timm:<name>)"
+        try:
+            arch_entry(arch)
+        except VitrobustError as exc:
+            raise ZooConfigError(f"{path}: {key}: {exc}{hint}") from None
 
 
 def _check_train(where: str, name: ModelName, entry: dict) -> None:

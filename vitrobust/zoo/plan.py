@@ -26,6 +26,9 @@ class ModelSource:
     checkpoint: str | None = None
     num_classes: int | None = None
     train_epochs: int | None = None    # train: {epochs: N}: fine-tune the variant on data's train/
+    # where the checkpoint was named ("zoo.yaml: models.deit_small"), so an error reading it names
+    # the file and the key; only for messages, so not compared (two configs, one model)
+    where: str | None = field(default=None, compare=False)
 
     @property
     def empty(self) -> bool:

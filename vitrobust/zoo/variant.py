@@ -93,7 +93,7 @@ def trained_variant(name: str, base: ModelWrapper, net: torch.nn.Module, recipe:
     model = variant_wrapper(name, base, net, family=family, differentiable=differentiable, meta=meta)
     if source.checkpoint:
         step.used = True
-        load_checkpoint(model.net, source.checkpoint)
+        load_checkpoint(model.net, source.checkpoint, where=source.where)
         model.info.meta["weights"] = f"checkpoint {source.checkpoint}"
     elif source.train_epochs:
         step.used = True
