@@ -168,13 +168,16 @@ def throughput_side_by_side(models: list[ModelWrapper], rounds: int = 3,
     return best
 
 
-def efficiency(model: ModelWrapper, input_size: int | None = None, batch_size: int | None = None) -> dict:
+def efficiency(model: ModelWrapper, input_size: int | None = None, batch_size: int | None = None,
+               timed: bool = True) -> dict:
     """Params, size, GFLOPs and throughput (with its batch size: ``batch_size``, default
-    :func:`default_batch_size`) of one model, in one place."""
+    :func:`default_batch_size`) of one model, in one place. ``timed=False``: throughput None,
+    to be timed later when nothing else runs."""
     size = input_size or model.info.input_size
     batch_size = batch_size or default_batch_size(size)
     return {"params": param_count(model), "size_mb": size_mb(model), "gflops": gflops(model, size),
-            "throughput": throughput(model, size, batch_size), "throughput_batch": batch_size}
+            "throughput": throughput(model, size, batch_size) if timed else None,
+            "throughput_batch": batch_size}
 
 
 def default_batch_size(input_size: int) -> int:

@@ -9,6 +9,9 @@ The session's state lives in one plugin object, :class:`VitrobustSession`, regis
 ``pytest_configure`` (the idiom of pytest's own ``stepwise`` and ``cacheprovider``): the zoo
 config, the :class:`~vitrobust.engine.Engine` that computes every measurement once, the check
 records, and at the end the run: reports, the results database and the baseline gate.
+
+Under pytest-xdist (``-n N``) :mod:`vitrobust.plugin_xdist` joins it: workers hand their results
+to the controller, which finishes one run with all of them.
 """
 from __future__ import annotations
 
@@ -67,6 +70,16 @@ def pytest_addoption(parser):
                          "instead of stopping at the first")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config):
+    # a wrapper runs before xdist's tryfirst hook turns "-n without --dist" into --dist load
+    if config.pluginmanager.hasplugin("xdist"):
+        from .plugin_xdist import default_to_loadgroup
+
+        default_to_loadgroup(config.option)
+    return (yield)
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
@@ -79,8 +92,13 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:foolbox.*")
     # ...and its SpatialAttack calls torch.meshgrid without `indexing` (torch then warns)
     config.addinivalue_line("filterwarnings", "ignore:torch.meshgrid. in an upcoming release:UserWarning")
+    session = VitrobustSession(config)
+    if config.pluginmanager.hasplugin("xdist"):
+        from .plugin_xdist import configure
+
+        configure(config, session)   # first: a worker takes its GPU before anything starts CUDA
     _check_device(config)
-    config.pluginmanager.register(VitrobustSession(config), PLUGIN_NAME)
+    config.pluginmanager.register(session, PLUGIN_NAME)
 
 
 def _check_device(config) -> None:
@@ -112,6 +130,10 @@ class VitrobustSession:
         self._engine = None
         self._zoo = None
         self._zoo_loaded = False
+        self.engine_options: dict = {}   # Engine keywords over the options' (an xdist worker's)
+        # where the finished run's results come from: this process's checks, or (pytest-xdist)
+        # every worker's, merged by the controller; a worker finishes no run
+        self.results = self._own_results
 
     # -- what the session builds on first use -----------------------------------------------
     @property
@@ -133,13 +155,19 @@ class VitrobustSession:
             from .engine import Engine
 
             option = self.config.getoption
-            self._engine = Engine(
-                data_source=option("vitrobust_data"), zoo=self.zoo,
-                progress=not option("vitrobust_no_progress"),
-                confidence=option("vitrobust_confidence") or defaults.CONFIDENCE,
-                max_images=option("vitrobust_max_images"), device=option("vitrobust_device"),
-                precision=option("vitrobust_precision"),
-                skip_bad_images=option("vitrobust_skip_bad_images"), seeds=option("vitrobust_seeds"))
+            self._engine = Engine(**{
+                "data_source": option("vitrobust_data"), "zoo": self.zoo,
+                "progress": not option("vitrobust_no_progress"),
+                "confidence": option("vitrobust_confidence") or defaults.CONFIDENCE,
+                "max_images": option("vitrobust_max_images"), "device": option("vitrobust_device"),
+                "precision": option("vitrobust_precision"),
+                "skip_bad_images": option("vitrobust_skip_bad_images"), "seeds": option("vitrobust_seeds"),
+                **self.engine_options})
+        return self._engine
+
+    @property
+    def built_engine(self):
+        """The engine if a check has built it, else None (never builds one)."""
         return self._engine
 
     # -- collection ---------------------------------------------------------------------------
@@ -181,17 +209,26 @@ class VitrobustSession:
                 record.outcome = report.outcome
 
     # -- the end ------------------------------------------------------------------------------
+    def _own_results(self):
+        """(engine, check records) of this process, or None when no check built an engine."""
+        if not self.checks or self._engine is None:
+            return None
+        return self._engine, list(self.checks.values())
+
     def pytest_sessionfinish(self, session, exitstatus):
-        if not self.checks or self.config.getoption("vitrobust_no_report") or self._engine is None:
+        if self.config.getoption("vitrobust_no_report"):
+            return
+        results = self.results()
+        if results is None:
             return
         from .run import RunOptions, finish_run, save_unfinished
 
         options = RunOptions.from_config(self.config, self.started)
-        checks = list(self.checks.values())
+        engine, checks = results
         try:
-            self.summary = finish_run(self._engine, checks, options)
+            self.summary = finish_run(engine, checks, options)
         except Exception as exc:   # whatever broke reporting, the results are saved and the session fails
-            path = save_unfinished(self._engine, checks, options)
+            path = save_unfinished(engine, checks, options)
             self.summary = {"run_id": None, "regressions": [],
                             "text": f"reporting failed ({exc.__class__.__name__}: {exc}); "
                                     f"raw results saved to {path}"}
