@@ -1,4 +1,5 @@
 """Shared by the spec tests: a good spec to vary, and helpers that write it and read its error."""
+import os
 import textwrap
 
 import pytest
@@ -60,3 +61,14 @@ def run_specs(pytester, *args):
     return pytester.runpytest_inprocess(
         "specs", "-p", "no:randomly", "--vitrobust-no-progress",
         f"--vitrobust-report-dir={pytester.path / 'reports'}", *args)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty adversarial cache beside the session's (warm) fixture models."""
+    cache, models = tmp_path / "cache", os.path.join(os.environ["VITROBUST_CACHE"], "models")
+    cache.mkdir()
+    os.makedirs(models, exist_ok=True)   # a fresh CI cache may not have it yet
+    (cache / "models").symlink_to(models, target_is_directory=True)
+    monkeypatch.setenv("VITROBUST_CACHE", str(cache))
+    return cache

@@ -22,8 +22,9 @@ from typing import Callable
 
 import torch
 
-from .blobstore import BlobStore, dumps, loads
+from .blobstore import dumps, loads
 from .errors import VitrobustError
+from .objectstore import CacheURL, as_root, open_store
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ class AdvCache:
     """Adversarial tensors on disk, keyed by what produced them."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.store = BlobStore(self.root, suffix=".pt", what="adversarial cache entry")
+        self.root = as_root(root)   # a local folder, or an fsspec URL (vitrobust.objectstore)
+        self.store = open_store(self.root, suffix=".pt", what="adversarial cache entry")
         self.stats = {"generated": 0, "reused": 0}   # by get_or_create, for the run record
 
     # -- keys --------------------------------------------------------------------------------
@@ -61,6 +62,20 @@ class AdvCache:
     def manifest_path(self, key: str) -> Path:
         """``<key>.json``: the key material and the blob's hash; its presence commits the entry."""
         return self.store.manifest_path(self.entry(key))
+
+    def has(self, material: dict) -> bool:
+        """Is the entry for ``material`` committed? (Its manifest exists; nothing is read.)"""
+        return self.store.has(self.entry(self.key(material)))
+
+    @property
+    def artifact_dir(self) -> Path:
+        """Where files for the report go (a UAP's ``.npy``): beside the cache when it is a local
+        folder; a report reads local files, so under the temp folder for a URL root."""
+        if isinstance(self.root, CacheURL):
+            import tempfile
+
+            return Path(tempfile.gettempdir()) / "vitrobust-artifacts"
+        return self.root / "artifacts"
 
     # -- get / create ------------------------------------------------------------------------
     def get(self, material: dict) -> dict[str, torch.Tensor] | None:
@@ -101,6 +116,8 @@ class AdvCache:
 
     def _adopt(self, key: str, material: dict) -> dict[str, torch.Tensor] | None:
         """An entry of the layout before (``.pt`` + ``.sha256``) whose checksum holds, re-stored."""
+        if isinstance(self.root, CacheURL):   # that layout only ever existed in local folders
+            return None
         base = self.root / key[:2] / key
         try:
             data = base.with_suffix(".pt").read_bytes()

@@ -80,7 +80,14 @@ class AdversarialSets:
             self._sets[key] = self._make(source, attack, data_slice)
         return self._sets[key]
 
-    def _make(self, source: ModelName, attack: AttackConfig, data_slice: DataSlice) -> AdversarialSet:
+    def material(self, source: ModelName, attack: AttackConfig, data_slice: DataSlice) -> dict:
+        """The cache key material of the set :meth:`get` makes or reads for these arguments,
+        without attacking (:mod:`vitrobust.planner` asks it: a planned unit is done iff the
+        cache holds this key). Builds the models and loads the data it names."""
+        return self._prepare(source, attack, data_slice)[0]
+
+    def _prepare(self, source: ModelName, attack: AttackConfig, data_slice: DataSlice):
+        """``(material, attack instance, model attacked, strategy label, data, fit data)``."""
         model = self._model(source)
         instance = attack.build()
         attacked, label = resolve_strategy(instance, model, attack.strategy, self._model)
@@ -92,6 +99,7 @@ class AdversarialSets:
         device = self.attack_device(attacked)
         if device.type != "cpu" or self.precision != DEFAULT_PRECISION:
             material.update(device=device.type, precision=self.precision)
+        fit = None
         if instance.universal:
             fit = self._data(data_slice.fit_slice(), model.info.input_size)
             if fit.name == data.name:   # a folder without test/ serves "test" from val/
@@ -100,7 +108,12 @@ class AdversarialSets:
                     f"scored on ({data.name} serves split {data_slice.split!r} and fit_split "
                     f"{data_slice.fit_split!r}); set data.fit_split to another split, e.g. train")
             material["fit_data"] = fit.fingerprint
+        return material, instance, attacked, label, data, fit
 
+    def _make(self, source: ModelName, attack: AttackConfig, data_slice: DataSlice) -> AdversarialSet:
+        material, instance, attacked, label, data, fit = self._prepare(source, attack, data_slice)
+        device = self.attack_device(attacked)
+        if instance.universal:
             def run(attack):
                 delta, adv = attack.fit_eval(attacked, fit, data, device=device)
                 return {"adv": adv, "delta": delta}
@@ -121,7 +134,7 @@ class AdversarialSets:
                 self._warn(halving(probe, GRADIENT_PROBE)[0], source)
         stored = self.cache.get_or_create(material, create)
         cache_key = self.cache.key(material)
-        delta_path = _save_delta(self.cache.root, cache_key, stored["delta"]) if "delta" in stored else None
+        delta_path = _save_delta(self.cache.artifact_dir, cache_key, stored["delta"]) if "delta" in stored else None
         return AdversarialSet(stored["adv"], label, instance.threat_model(), cache_key, delta_path)
 
     def attack_device(self, attacked) -> torch.device:
@@ -146,10 +159,10 @@ def _with_batch(attack, batch_size: int):
     return smaller
 
 
-def _save_delta(root: Path, cache_key: str, delta: torch.Tensor) -> str:
+def _save_delta(folder: Path, cache_key: str, delta: torch.Tensor) -> str:
     """The perturbation as ``.npy`` for the report, named by its cache key: one file per set,
     whatever the session (a salted ``hash()`` made a new file every session)."""
-    path = Path(root) / "artifacts" / f"uap-{cache_key[:24]}.npy"
+    path = Path(folder) / f"uap-{cache_key[:24]}.npy"
     if not path.exists():
         def write(tmp):
             with open(tmp, "wb") as fh:

@@ -31,6 +31,13 @@ is waited for without limit by default (training a model can take hours): ``$VIT
 That is safe (the protocol above does not need the lock), it only loses the make-once guarantee,
 as can an NFS client's attribute cache hiding a just-committed manifest from the next holder for
 a few seconds (``lookupcache``): then an entry is made twice, and each reader still gets a whole one.
+Whoever made an entry without the lock goes on with what is committed, not with what it made, so
+every process of a run uses the same bytes.
+
+The file operations are a few small methods (``_write_blob``, ``_commit``, ``_read_manifest``,
+``_read_blob``, ``_remove_manifest``, ``lock``); :mod:`vitrobust.objectstore` overrides them for
+a cache root on an fsspec URL (``s3://``, ``gs://``, ``memory://``), where there is no rename and
+no lock, and the manifest is created exclusively instead (the first writer wins).
 """
 from __future__ import annotations
 
@@ -55,6 +62,7 @@ PROTOCOL = 1                           # the manifest layout below; older entrie
 RESERVED = ("protocol", "blob", "size")
 LOCK_TIMEOUT_ENV = "VITROBUST_LOCK_TIMEOUT"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_WRITTEN: dict[str, str] = {}   # manifest -> the blob this process last put there (any store object)
 
 T = TypeVar("T")
 
@@ -82,54 +90,83 @@ class BlobStore:
         if clash := set(meta) & set(RESERVED):
             raise ValueError(f"manifest keys {sorted(clash)} are the store's own")
         digest = hashlib.sha256(data).hexdigest()
-        blob = self.blob_path(digest)
-        if not _holds(blob, digest, len(data)):   # absent, or a damaged copy: (re)write it
-            atomic_write(blob, lambda tmp: tmp.write_bytes(data))
+        self._write_blob(digest, data)
         manifest = {**meta, "protocol": PROTOCOL, "blob": digest, "size": len(data)}
-        atomic_write_text(self.manifest_path(name), json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        _WRITTEN[str(self.manifest_path(name))] = digest
+        self._commit(name, json.dumps(manifest, indent=2, sort_keys=True, default=str))
         return manifest
 
     # -- read --------------------------------------------------------------------------------
     def get(self, name: str) -> tuple[bytes, dict] | None:
         """``(bytes, manifest)`` of the committed entry, or None when there is none or it is
         damaged (then it is logged, and the manifest removed so that the entry is rebuilt)."""
-        path = self.manifest_path(name)
-        try:
-            with open(path, "rb") as fh:
-                read_id, raw = _file_id(os.fstat(fh.fileno())), fh.read()
-        except FileNotFoundError:
+        found = self._read_manifest(name)
+        if found is None:
             return None
+        raw, read_id = found
+        path = self.manifest_path(name)
         try:
             manifest = json.loads(raw)
         except ValueError:
             manifest = None
         if not isinstance(manifest, dict):
-            return self._unusable(path, read_id, "the manifest is not JSON")
+            return self._unusable(name, read_id, "the manifest is not JSON")
         if manifest.get("protocol") != PROTOCOL:   # an older cache layout: a miss, overwritten on put
             log.info("%s %s has an older layout; it will be rebuilt", self.what, path)
             return None
         digest, size = manifest.get("blob"), manifest.get("size")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest) or not isinstance(size, int):
-            return self._unusable(path, read_id, "the manifest names no blob")
-        try:
-            data = self.blob_path(digest).read_bytes()
-        except FileNotFoundError:
-            return self._unusable(path, read_id, f"its blob {digest[:12]} is missing")
+            return self._unusable(name, read_id, "the manifest names no blob")
+        data = self._read_blob(digest)
+        if data is None:
+            return self._unusable(name, read_id, f"its blob {digest[:12]} is missing")
         if len(data) != size:
-            return self._unusable(path, read_id, f"torn blob: {len(data)} of {size} bytes")
+            return self._unusable(name, read_id, f"torn blob: {len(data)} of {size} bytes")
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
-            return self._unusable(path, read_id, f"checksum mismatch (manifest {digest[:12]}, blob {actual[:12]})")
+            return self._unusable(name, read_id, f"checksum mismatch (manifest {digest[:12]}, blob {actual[:12]})")
         return data, manifest
 
-    def _unusable(self, path: Path, read_id: tuple, problem: str) -> None:
-        log.warning("%s %s is unusable (%s); rebuilding it", self.what, path, problem)
+    def has(self, name: str) -> bool:
+        """Is entry ``name`` committed (its manifest exists)? Cheap: neither manifest nor blob
+        is read or checked, so a damaged entry counts until a :meth:`get` finds the damage."""
+        return self.manifest_path(name).exists()
+
+    def _unusable(self, name: str, read_id, problem: str) -> None:
+        log.warning("%s %s is unusable (%s); rebuilding it", self.what, self.manifest_path(name), problem)
+        self._remove_manifest(name, read_id)
+        return None
+
+    # -- the files (an object store overrides these: vitrobust/objectstore.py) ---------------
+    def _write_blob(self, digest: str, data: bytes) -> None:
+        blob = self.blob_path(digest)
+        if not _holds(blob, digest, len(data)):   # absent, or a damaged copy: (re)write it
+            atomic_write(blob, lambda tmp: tmp.write_bytes(data))
+
+    def _commit(self, name: str, text: str) -> None:
+        atomic_write_text(self.manifest_path(name), text)
+
+    def _read_manifest(self, name: str) -> tuple[bytes, tuple] | None:
+        """The manifest's bytes and an id of the file read (None: no manifest)."""
+        try:
+            with open(self.manifest_path(name), "rb") as fh:
+                return fh.read(), _file_id(os.fstat(fh.fileno()))
+        except FileNotFoundError:
+            return None
+
+    def _read_blob(self, digest: str) -> bytes | None:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _remove_manifest(self, name: str, read_id) -> None:
+        path = self.manifest_path(name)
         try:   # only the manifest that was read: a writer may have committed a good one since
             if _file_id(os.stat(path)) == read_id:
                 path.unlink()
         except FileNotFoundError:
             pass
-        return None
 
     # -- make once ---------------------------------------------------------------------------
     @contextmanager
@@ -150,15 +187,31 @@ class BlobStore:
     def get_or_create(self, name: str, look: Callable[[], T | None], make: Callable[[], T]) -> tuple[T, bool]:
         """``(look(), False)`` when entry ``name`` is there, else ``(make(), True)``, made by one
         process at a time: the lock is taken only on a miss, and ``look`` runs again inside it.
-        ``look`` reads the entry (None: missing or unusable); ``make`` computes and puts it."""
+        ``look`` reads the entry (None: missing or unusable); ``make`` computes and puts it.
+
+        Without the lock (past the timeout, or an object store, which has none) another process
+        may have committed the entry too; then what is committed is returned, ``(look(), False)``
+        when it is not what ``make`` wrote, so every process goes on with the same bytes."""
         found = look()
         if found is not None:
             return found, False
-        with self.lock(name):
+        with self.lock(name) as held:
             found = look()   # another process may have made it while this one waited
             if found is not None:
                 return found, False
-            return make(), True
+            made = make()
+            if held or self.committed_blob(name) in (None, _WRITTEN.get(str(self.manifest_path(name)))):
+                return made, True
+            committed = look()
+            return (made, True) if committed is None else (committed, False)
+
+    def committed_blob(self, name: str) -> str | None:
+        """The blob hash entry ``name``'s manifest names (None: no readable manifest)."""
+        found = self._read_manifest(name)
+        try:
+            return json.loads(found[0]).get("blob") if found else None
+        except (ValueError, AttributeError):
+            return None
 
 
 def _acquire(lock: filelock.FileLock, what: str) -> bool:

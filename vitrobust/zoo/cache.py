@@ -12,24 +12,51 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
 from .. import __version__
 from ..blobstore import BlobStore, dumps, loads
+from ..objectstore import CacheURL, as_root, open_store
 
 log = logging.getLogger(__name__)
 
 # Bump when a change to training code should invalidate every cached model.
 TRAINING_CODE_VERSION = 1
 
+_PROBE: ContextVar[list | None] = ContextVar("vitrobust_model_probe", default=None)
 
-def cache_root() -> Path:
-    """``$VITROBUST_CACHE`` or ``~/.cache/vitrobust``."""
-    root = os.environ.get("VITROBUST_CACHE") or Path.home() / ".cache" / "vitrobust"
-    return Path(root)
+
+class WouldTrain(Exception):
+    """Raised inside :func:`probing` where a model would be trained: its weights are neither
+    cached nor shipped. Not a ``VitrobustError``, so the engine's error wrapping lets it through."""
+
+    def __init__(self, name: str, key: str):
+        super().__init__(f"{name} is not cached (entry {entry_name(name, key)}) and would be trained")
+        self.name, self.key = name, key
+
+
+@contextmanager
+def probing() -> Iterator[list]:
+    """Build models without training any (the planner's look at what is cached): inside, a
+    model that needs training raises :class:`WouldTrain`, and every cache lookup is appended to
+    the yielded list as ``(name, key, found)``."""
+    lookups: list = []
+    token = _PROBE.set(lookups)
+    try:
+        yield lookups
+    finally:
+        _PROBE.reset(token)
+
+
+def cache_root() -> Path | CacheURL:
+    """``$VITROBUST_CACHE`` or ``~/.cache/vitrobust``: a local folder, or an fsspec URL
+    (``s3://bucket/prefix``; see :mod:`vitrobust.objectstore`)."""
+    return as_root(os.environ.get("VITROBUST_CACHE") or Path.home() / ".cache" / "vitrobust")
 
 
 def cache_key(name: str, recipe: dict, data_fingerprint: str, **extra) -> str:
@@ -41,15 +68,26 @@ def cache_key(name: str, recipe: dict, data_fingerprint: str, **extra) -> str:
 
 
 def _store() -> BlobStore:
-    return BlobStore(cache_root() / "models", suffix=".pt", what="cached model")
+    return open_store(cache_root() / "models", suffix=".pt", what="cached model")
 
 
-def _entry(name: str, key: str) -> str:
+def entry_name(name: str, key: str) -> str:
+    """The cache entry of model ``name`` under ``key`` (``<cache>/models/<entry>.json``)."""
     return f"{name.replace(':', '__')}-{key}"
+
+
+_entry = entry_name
 
 
 def load_weights(name: str, key: str) -> dict | None:
     """The cached state dict, or None when absent or damaged (damage is logged; it is rebuilt)."""
+    state = _load_weights(name, key)
+    if (lookups := _PROBE.get()) is not None:
+        lookups.append((name, key, state is not None))
+    return state
+
+
+def _load_weights(name: str, key: str) -> dict | None:
     store = _store()
     found = store.get(_entry(name, key))
     if found is None:
@@ -72,7 +110,14 @@ def save_weights(name: str, key: str, payload: dict) -> Path:
 
 def get_or_train(name: str, key: str, train: Callable[[], dict]) -> tuple[dict, bool]:
     """``(cached state dict, False)``, or ``(train(), True)`` with the result cached. Across
-    processes one trains; the others wait on the entry's lock, then load what it stored."""
+    processes one trains; the others wait on the entry's lock, then load what it stored.
+    Inside :func:`probing` nothing trains: a miss raises :class:`WouldTrain`."""
+    if _PROBE.get() is not None:
+        state = load_weights(name, key)
+        if state is None:
+            raise WouldTrain(name, key)
+        return state, False
+
     def make():
         state = train()
         save_weights(name, key, state)
@@ -84,6 +129,8 @@ def get_or_train(name: str, key: str, train: Callable[[], dict]) -> tuple[dict, 
 def _adopt(store: BlobStore, name: str, key: str) -> dict | None:
     """A weights file of the layout before (no checksum), re-stored with one; the file is left
     for older versions still running."""
+    if isinstance(store.root, CacheURL):   # that layout only ever existed in local folders
+        return None
     legacy = store.root / f"{_entry(name, key)}.pt"
     try:
         state = torch.load(legacy, map_location="cpu", weights_only=True)
