@@ -71,6 +71,16 @@ def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
     # each measurement once, even though several checks use it
     assert len(keys) == len(run["measurements"])
     assert (latest / "report.md").exists()
+    # where the time went: every model built, every adversarial set made and every check is an
+    # item; the terminal prints the time per phase and the five most expensive items
+    profile = {(i["kind"], i["name"]) for i in run["profile"]}
+    assert {("model", "vit_fixture"), ("model", "cnn_fixture"), ("adversarial", "vit_fixture pgd"),
+            ("adversarial", "cnn_fixture pgd")} <= profile
+    assert sum(kind == "check" for kind, _ in profile) == 6
+    assert ("check", "e2e: asr(vit_fixture, pgd) > asr(vit_fixture, fgsm)") in profile   # named by its text
+    assert all(i["total"] >= i["seconds"] >= 0 for i in run["profile"])
+    assert "time: model" in out and "writing the reports and the database row" in out
+    assert "## Where the time went" in (latest / "report.md").read_text()
     # a second session re-attacks nothing: every adversarial set comes from the disk cache
     again = run_specs(pytester)
     again.assert_outcomes(passed=6)

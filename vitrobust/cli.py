@@ -175,6 +175,9 @@ def cmd_run(args, extra: list[str]) -> int:
     option table. Instead, ``specs/`` is made the default through ``testpaths``, which pytest
     uses only when the command line names no path (rootdir is pinned to the working directory,
     since pytest applies ``testpaths`` only when run from its rootdir).
+
+    ``-n N`` (pytest-xdist) without a ``--dist`` of the user's gets ``--dist loadgroup``: one
+    source model's checks on one worker (:mod:`vitrobust.plugin_xdist`).
     """
     import pytest
 
@@ -195,7 +198,66 @@ def cmd_run(args, extra: list[str]) -> int:
         pytest_args += ["--vitrobust-zoo", args.zoo]
     if args.device:
         pytest_args += ["--vitrobust-device", args.device]
+    from .plugin_xdist import asks_for_workers, names_dist
+
+    if asks_for_workers(extra) and not names_dist(extra):
+        pytest_args += ["--dist", "loadgroup"]
+    if args.ray_address and args.executor != "ray":
+        raise SystemExit(_error("--ray-address needs --executor ray"))
+    if args.executor == "ray":   # fill the cache on Ray first; the session below decides from it
+        from .executor_ray import fill_cache
+
+        fill_cache(pytest_args, address=args.ray_address)
     return int(pytest.main(pytest_args))
+
+
+def cmd_plan(args, extra: list[str]) -> int:
+    """The work units the selected checks need (vitrobust.planner), without running any.
+    Every other argument goes to pytest's collection, as for ``run``."""
+    from .planner import plan
+    from .selection import select
+
+    names_a_path = any(not a.startswith("-") and Path(a.split("::")[0]).exists() for a in extra)
+    if not names_a_path and not Path("specs").is_dir():
+        raise SystemExit(_error("no specs/ folder here; name a spec file or folder"))
+    pytest_args = [f"--rootdir={Path.cwd()}", "-o", "testpaths=specs", *extra]
+    for option, value in (("--vitrobust-data", args.data), ("--vitrobust-zoo", args.zoo),
+                          ("--vitrobust-device", args.device)):
+        if value:
+            pytest_args += [option, value]
+    selected, engine = select(pytest_args)
+    result = plan(engine, selected)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+    else:
+        print(_plan_table(result))
+    return 0
+
+
+def _plan_table(result) -> str:
+    from tabulate import tabulate
+
+    def cached(u):
+        return "-" if u.cached is None else ("yes" if u.cached else "no")
+
+    def seconds(value):
+        return "?" if value is None else f"{value:.1f}"
+
+    rows = [[u.kind, u.model, u.attack, u.data, u.shard, cached(u), seconds(u.cost),
+             (u.key.split("/")[-1][:16] or "(pending)") if u.kind != "clean" else "-",
+             ", ".join(u.targets)] for u in result.units]
+    table = tabulate(rows, headers=["kind", "model", "attack", "data", "shard", "cached",
+                                    "est. s", "key", "scored on"])
+    totals = result.totals()
+    lines = [table, "", f"{totals['checks']} checks:"]
+    for kind in ("model", "clean", "adversarial"):
+        t = totals[kind]
+        not_cached = f"{t['todo']} to make" if kind != "clean" else f"{t['todo']} made by the deciding session"
+        unknown = f", {t['unestimated']} without an estimate" if t["unestimated"] else ""
+        lines.append(f"  {kind}: {t['units']} units, {t['cached']} cached, {not_cached}, "
+                     f"est. {t['cost']:.0f} CPU-s{unknown}")
+    lines.append(f"  total to do: est. {totals['cost']:.0f} CPU-seconds of one thread (vitrobust/unit_costs.py)")
+    return "\n".join(lines)
 
 
 def cmd_gate(argv: list[str]) -> int:
@@ -255,7 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data source: 'digits' (default) or an ImageFolder path")
     p.add_argument("--zoo", help="zoo config YAML pointing spec model names elsewhere")
     p.add_argument("--device", help=DEVICE_HELP + " (passed to pytest as --vitrobust-device)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="ray: first make the models and adversarial sets not yet cached as Ray tasks "
+                        "(pip install 'vitrobust[ray]'), then decide in this process from the cache")
+    p.add_argument("--ray-address", metavar="HOST:PORT", default=None,
+                   help="the Ray cluster's head (ray start --head); default: a local Ray on this machine")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", allow_abbrev=False,
+                       help="the work units (model builds, adversarial sets, predictions) the selected specs "
+                            "need, cached or not, with estimated costs; other arguments (spec paths, -k) go to "
+                            "pytest's collection")
+    p.add_argument("--data", help="data source: 'digits' (default) or an ImageFolder path")
+    p.add_argument("--zoo", help="zoo config YAML pointing spec model names elsewhere")
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--json", action="store_true", help="the units and totals as JSON")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("report", help="re-render the report of a recorded run")
     p.add_argument("run_id", nargs="?", default="latest")
@@ -280,12 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         return diff_main(argv[1:])
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "run":
+    if extra and args.command not in ("run", "plan"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .errors import VitrobustError
 
     try:
-        return args.func(args, extra) if args.command == "run" else args.func(args)
+        return args.func(args, extra) if args.command in ("run", "plan") else args.func(args)
     except VitrobustError as exc:   # a user's mistake: one line; anything else is a bug and keeps its traceback
         return _error(str(exc))
     except OSError as exc:          # a file that cannot be read or written: name it

@@ -93,7 +93,8 @@ class CheckItem(pytest.Item):
         option = self.config.getoption
         confidence = option("vitrobust_confidence") or self.spec.confidence
         engine = session.engine
-        verdict = engine.evaluate(self.check.node, self.spec.attacks, self.spec.data, self.spec.id, confidence)
+        verdict = engine.evaluate(self.check.node, self.spec.attacks, self.spec.data, self.spec.id, confidence,
+                                  label=self.check.text)
         policy = option("vitrobust_inconclusive") or self.check.inconclusive or self.spec.inconclusive
         record = session.checks[self.nodeid]
         record.status, record.message, record.confidence = verdict.status, verdict.message, confidence

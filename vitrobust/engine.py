@@ -35,6 +35,7 @@ from .errors import VitrobustError
 from .expr import measures as measures_of
 from .measures import Observation, measure_kind
 from .names import ModelName
+from .profile import Profile
 from .replicate import decide_across, replica_node
 from .record import DataRecord, MeasurementRecord, ModelRecord, RunWarning
 from .stats import wilson_interval
@@ -61,7 +62,8 @@ class Engine:
                  adv_cache_dir: str | Path | None = None, progress: bool = True,
                  confidence: float = defaults.CONFIDENCE, max_images: int | None = None,
                  device: str | None = None, precision: str | None = None,
-                 batch_size: int = SCORE_BATCH, skip_bad_images: bool = False, seeds: int = 1):
+                 batch_size: int = SCORE_BATCH, skip_bad_images: bool = False, seeds: int = 1,
+                 defer_timings: bool = False):
         self.zoo = zoo or ZooConfig()
         # device None: $VITROBUST_DEVICE, else auto. Training follows it: load_model takes no
         # device, so zoo.train.fit reads the process-wide setting made here.
@@ -73,6 +75,10 @@ class Engine:
         self.max_images = max_images   # caps every spec's image count (a quick smoke run)
         self.skip_bad_images = skip_bad_images   # skip (and record) unreadable folder images
         self.seeds = int(seeds)   # training-seed replicas every check is decided across
+        # leave the models table's speeds to a later serial step (a pytest-xdist worker: timed
+        # while other workers compute, a speed measures them); a check that names a speed still
+        # has it timed when it asks (model_summary)
+        self.defer_timings = defer_timings
         self.data_source = data_source or self.zoo.data or defaults.DATA_SOURCE
         self.progress = progress
         self.confidence = confidence
@@ -89,30 +95,37 @@ class Engine:
         self.model_records: dict[str, ModelRecord] = {}
         self.artifacts: dict[str, str] = {}
         self.warnings: list[RunWarning] = []
+        self.profile = Profile()   # where the time went (vitrobust.profile)
 
     # -- building blocks ----------------------------------------------------------------------
     def model(self, name: str) -> ModelWrapper:
         name = ModelName(name)
         if name not in self._models:
-            arch, checkpoint = self.zoo.resolve(name)
-            try:
-                model = load_model(arch, checkpoint=checkpoint, progress=self.progress)
-            except VitrobustError as exc:   # name the model, unless the message already does
-                message = str(exc) if str(exc).startswith(f"{name}:") else f"model {str(name)!r}: {exc}"
-                raise EngineError(message) from None
-            if model.info.surrogate is not None and name.parent is not None:
-                # the surrogate is the parent *as the spec names it*, so a zoo config's alias
-                # (and its checkpoint) also reaches the straight-through and transfer strategies
-                model.info.surrogate = str(name.parent)
-            self._models[name] = model = place(model, self.device)
-            size = model.info.input_size
-            generator = torch.Generator(device="cpu").manual_seed(0)
-            probe = torch.rand(DETERMINISM_PROBE, 3, size, size, generator=generator, device="cpu")
-            probe = probe.to(home_device(model))
-            with self.autocast():   # fewer images on CUDA out-of-memory: it is a probe, not a result
-                self._warn(halving(lambda n: sanity.determinism_warning(model, probe[:n]),
-                                   DETERMINISM_PROBE)[0], name)
+            with self.profile.phase("model", str(name)):
+                self._models[name] = self._build(name)
         return self._models[name]
+
+    def _build(self, name: ModelName) -> ModelWrapper:
+        """Load (or train) ``name``, place it on the device and probe its determinism."""
+        arch, checkpoint = self.zoo.resolve(name)
+        try:
+            model = load_model(arch, checkpoint=checkpoint, progress=self.progress)
+        except VitrobustError as exc:   # name the model, unless the message already does
+            message = str(exc) if str(exc).startswith(f"{name}:") else f"model {str(name)!r}: {exc}"
+            raise EngineError(message) from None
+        if model.info.surrogate is not None and name.parent is not None:
+            # the surrogate is the parent *as the spec names it*, so a zoo config's alias
+            # (and its checkpoint) also reaches the straight-through and transfer strategies
+            model.info.surrogate = str(name.parent)
+        model = place(model, self.device)
+        size = model.info.input_size
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        probe = torch.rand(DETERMINISM_PROBE, 3, size, size, generator=generator, device="cpu")
+        probe = probe.to(home_device(model))
+        with self.autocast():   # fewer images on CUDA out-of-memory: it is a probe, not a result
+            self._warn(halving(lambda n: sanity.determinism_warning(model, probe[:n]),
+                               DETERMINISM_PROBE)[0], name)
+        return model
 
     def autocast(self):
         """The run's precision for model calls (fp32: no autocast at all)."""
@@ -122,7 +135,7 @@ class Engine:
         """Per image: is ``name`` right? Batches move to the model's device one at a time; a
         CUDA out-of-memory halves the batch (for this model from then on) and retries."""
         model = self.model(name)
-        with self.autocast():
+        with self.profile.phase("scoring", str(name)), self.autocast():
             correct, self._batches[name] = halving(
                 lambda batch: metrics.correct(model, images, labels, batch),
                 self._batches.get(name, self._first_batch(model)), self._halved(name, "scoring"))
@@ -185,27 +198,43 @@ class Engine:
         """Per image: does the input ``attack`` made on ``source`` make ``target`` misclassify?"""
         key = (ModelName(source), ModelName(target), attack, data_slice.key)
         if key not in self._fooled:
-            adv = self.adversarial.get(ModelName(source), attack, data_slice)
+            adv = self.adversarial_set(source, attack, data_slice)
             if adv.delta_path:
                 self.artifacts[f"uap:{source}:{attack.name}-{adv.key[:8]}"] = adv.delta_path
             labels = self.data(data_slice, self.model(target).info.input_size).labels
             self._fooled[key] = ~self._correct(target, adv.images, labels)
         return self._fooled[key]
 
-    def model_summary(self, name: str) -> ModelRecord:
-        """Params, size, GFLOPs, throughput of a model (computed once), for checks and report."""
+    def adversarial_set(self, source: str, attack: AttackConfig, data_slice: DataSlice):
+        """The adversarial set ``attack`` makes on ``source`` (cached; timed the first time)."""
+        with self.profile.phase("adversarial", f"{source} {attack.name}"):
+            return self.adversarial.get(ModelName(source), attack, data_slice)
+
+    def model_summary(self, name: str, timed: bool | None = None) -> ModelRecord:
+        """Params, size, GFLOPs, throughput of a model (computed once), for checks and report.
+
+        ``timed``: time the throughput now if it is not yet (default: unless the engine defers
+        timings, which leaves it None for a later serial step)."""
+        timed = not self.defer_timings if timed is None else timed
         if name not in self.model_records:
             model = self.model(name)
             info = model.info
-            with self.autocast():
-                efficiency, _ = halving(lambda batch: metrics.efficiency(model, batch_size=batch),
+            with self.profile.phase("timing", str(name)), self.autocast():
+                efficiency, _ = halving(lambda batch: metrics.efficiency(model, batch_size=batch, timed=timed),
                                         metrics.default_batch_size(info.input_size),
                                         self._halved(name, "timing throughput"))
             self.model_records[name] = ModelRecord(
                 name=str(name), weight_hash=info.weight_hash, family=info.family,
                 device=str(home_device(model)), **efficiency, differentiable=info.differentiable,
                 input_size=info.input_size, build_seconds=info.build_seconds, meta=dict(info.meta))
-        return self.model_records[name]
+        record = self.model_records[name]
+        if timed and record.throughput is None:   # summarized untimed before: timed now
+            model = self.model(name)
+            with self.profile.phase("timing", str(name)), self.autocast():
+                record.throughput, record.throughput_batch = halving(
+                    lambda batch: metrics.throughput(model, batch_size=batch), record.throughput_batch,
+                    self._halved(name, "timing throughput"))
+        return record
 
     # -- measurements ---------------------------------------------------------------------------
     def observe(self, measure, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
@@ -230,7 +259,7 @@ class Engine:
                                    data=scope.data_slice.key)
         if configs:
             source = measure.source or measure.model
-            sets = [self.adversarial.get(ModelName(source), c, scope.data_slice) for c in configs]
+            sets = [self.adversarial_set(source, c, scope.data_slice) for c in configs]
             clean = scope.clean_correct(measure.model)
             fooled = scope.fooled(source, measure.model, measure.attack.names)
             threat_models = [s.threat_model for s in sets]
@@ -252,7 +281,7 @@ class Engine:
         holds their throughput (models table, measurement records, memo) agree."""
         data_slice = self.data_slice(spec_data)
         names = list(dict.fromkeys(m.model for m in timed))
-        with self.autocast():
+        with self.profile.phase("timing", " vs ".join(names)), self.autocast():
             speeds = dict(zip(names, metrics.throughput_side_by_side(
                 [self.model(n) for n in names],
                 batch_sizes=[self.model_summary(n).throughput_batch for n in names])))
@@ -267,10 +296,16 @@ class Engine:
 
     # -- checks ---------------------------------------------------------------------------------
     def evaluate(self, node, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
-                 confidence: float | None = None) -> Verdict:
+                 confidence: float | None = None, label: str = "") -> Verdict:
         """The verdict of a parsed check. With the engine's ``seeds`` > 1 it is measured on that
-        many seed replicas of its models and decided across them (:mod:`vitrobust.replicate`)."""
+        many seed replicas of its models and decided across them (:mod:`vitrobust.replicate`).
+        ``label`` names the check in the run's time profile (its text, as the spec wrote it)."""
         confidence = confidence or self.confidence
+        with self.profile.phase("check", ": ".join(filter(None, (spec_id, label or type(node).__name__)))):
+            return self._evaluate(node, attacks, spec_data, spec_id, confidence)
+
+    def _evaluate(self, node, attacks: dict[str, dict], spec_data: dict | None, spec_id: str,
+                  confidence: float) -> Verdict:
         if self.seeds > 1:
             per_replica = [self.observations(replica_node(node, s), attacks, spec_data, spec_id, confidence)
                            for s in range(self.seeds)]
@@ -294,17 +329,22 @@ class Engine:
         """Models, measurements, artifacts, warnings and cache counts for the run record."""
         self._compare_attack_kinds()
         self._check_compressions_in_effect()
-        for (name, _), clean in self._clean.items():   # the last slice a model was scored on
+        for name, _, acc in self.clean_accuracies():   # the last slice a model was scored on
             if name in self.model_records:
-                self.model_records[name].clean_acc = float(clean.mean())
+                self.model_records[name].clean_acc = acc
         for name, record in self.model_records.items():   # measures add to meta (keep_ratio)
             record.meta = dict(self._models[ModelName(name)].info.meta)
         stats = self.adv_cache.stats
         return {"models": dict(self.model_records), "measurements": list(self.measurements.values()),
                 "artifacts": dict(self.artifacts), "warnings": list(self.warnings),
-                "data": dict(self.data_records),
+                "data": dict(self.data_records), "profile": self.profile.items(),
                 "cache": {"adversarial_generated": stats["generated"],
                           "adversarial_reused": stats["reused"]}}
+
+    def clean_accuracies(self) -> list[tuple[str, str, float]]:
+        """(model, data slice, clean accuracy) in the order the session first scored them; the
+        models table shows a model's last (pytest-xdist merges its workers' runs by this order)."""
+        return [(str(name), key, float(clean.mean())) for (name, key), clean in self._clean.items()]
 
     def _check_compressions_in_effect(self) -> None:
         """Warn where a compression is not in effect (INT8 without quantized layers, pruning that
@@ -355,7 +395,8 @@ class _Scope:
         return out
 
     def model_value(self, model: str, key: str) -> float:
-        return getattr(self.engine.model_summary(model), key)
+        # a check that names a speed has it timed now, even where the models table's speeds wait
+        return getattr(self.engine.model_summary(model, timed=True if key == "throughput" else None), key)
 
     def keep_ratio(self, model: str) -> float:
         """Patch tokens kept per pruning stage on this slice, mean over stages (:mod:`.in_effect`)."""

@@ -161,6 +161,7 @@ class RunRecord:
     warnings: list = field(default_factory=list)        # RunWarning
     cache: dict = field(default_factory=dict)           # adversarial_generated / _reused
     data: dict = field(default_factory=dict)            # slice key -> DataRecord
+    profile: list = field(default_factory=list)         # where the time went (vitrobust.profile)
 
     def to_dict(self) -> dict:
         """The JSON-able form (``report.json``)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
+from .profile import by_kind, summary_lines
 from .record import RunRecord
 from .report_format import (DATA_HEADERS, MODEL_HEADERS, SEED_HEADERS, data_rows, check_values, meas_headers,
                             meas_rows, model_rows, not_reproduced, outcome_line, params_text, seed_rows,
@@ -35,7 +36,7 @@ def terminal_summary(run: RunRecord) -> str:
                      f"[{params_text(c.params)}]: {c.xfail_reason or ''}")
     for w in run.warnings:
         lines.append(f"warning ({w.kind}): {warning_text(w)}")
-    return "\n".join(lines)
+    return "\n".join(lines + summary_lines(run.profile))
 
 
 def markdown(run: RunRecord, plot_files: dict[str, str] | None = None) -> str:
@@ -80,6 +81,13 @@ def markdown(run: RunRecord, plot_files: dict[str, str] | None = None) -> str:
             "## Warnings", ""]
     out += [f"- **{w.kind}**: {warning_text(w)}" for w in run.warnings]
     out += (["None."] if not run.warnings else []) + [""]
+    if run.profile:   # own seconds: nested phases are not counted twice (vitrobust.profile)
+        out += ["## Where the time went", "",
+                tabulate([(kind, f"{s:.1f}") for kind, s in by_kind(run.profile).items()],
+                         headers=("phase", "seconds"), tablefmt="github"), "",
+                tabulate([(i["kind"], i["name"], f"{i['seconds']:.1f}", f"{i['total']:.1f}", i["count"])
+                          for i in run.profile[:15]],
+                         headers=("phase", "what", "own s", "with nested s", "times"), tablefmt="github"), ""]
     if plot_files:
         out += ["## Plots", ""] + [f"![{t}]({p})" for t, p in plot_files.items()] + [""]
     return "\n".join(out)

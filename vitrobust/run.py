@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,9 +102,11 @@ def finish_run(engine, checks: list, options: RunOptions) -> dict:
                                        git_commit=git_commit(options.cwd), versions=versions(),
                                        config=RunConfig(data=engine.data_source)))
     run = build_run_record(engine, checks, options, run_id)
+    started = time.perf_counter()
     store.record(run)
     paths = write_reports(run, Path(options.report_dir))
     lines = [terminal_summary(run),
+             f"  {time.perf_counter() - started:8.1f} s  writing the reports and the database row",
              f"adversarial sets: {run.cache['adversarial_generated']} generated, "
              f"{run.cache['adversarial_reused']} reused from the cache"]
     regressions = []
