@@ -42,14 +42,12 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
 
-import yaml
-
 from . import defaults
 from .spec_attacks import CheckAttack, parse_attacks, parse_number
 from .spec_checks import CHECK_KEYS, expand_checks
 from .spec_fields import DATA_KEYS, parse_choice, parse_confidence, parse_data, parse_matrix
-from .spec_model import Check, Spec, SpecError, Where, known, one_line, suggest
-from .yamllines import item_line, key_line, load_yaml_with_lines, value_line
+from .spec_model import Check, Spec, SpecError, Where, known, suggest
+from .yamllines import item_line, key_line, read_yaml_file, value_line
 
 __all__ = ["SpecError", "Spec", "Check", "load_spec_file", "load_specs", "parse_number",
            "SPEC_KEYS", "CHECK_KEYS", "DATA_KEYS"]
@@ -115,31 +113,13 @@ def _parse_spec(m: dict, where: Where, known_models, check_attack) -> Spec:
                 confidence=confidence, inconclusive=inconclusive, checks=checks, line=line)
 
 
-def _read_yaml(path: str):
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise SpecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        return load_yaml_with_lines(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{path}:{mark.line + 1}" if mark else path
-        what = " ".join(x for x in (e.context, e.problem) if x)
-        raise SpecError(one_line(f"{where}: YAML error: {what}")) from None
-    except yaml.YAMLError as e:
-        raise SpecError(one_line(f"{path}: YAML error: {e}")) from None
-
-
 def load_spec_file(path, known_models: Optional[KnownModels] = None,
                    check_attack: Optional[CheckAttack] = None) -> list:
     """The spec(s) in one YAML file; anything wrong is a one-line :class:`SpecError`. The
     callbacks (see the module docstring) are optional: without them model names and attack
     parameters are not checked against what exists."""
     path = str(path)
-    doc = _read_yaml(path)
+    doc = read_yaml_file(path, SpecError, "spec")
     known_models = _memo(known_models)
     if doc is None:
         raise SpecError(f"{path}: empty spec file")

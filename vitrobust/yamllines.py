@@ -178,3 +178,29 @@ def load_yaml_with_lines(text: str):
     (:class:`YAMLShapeError` for a document over the bounds of :func:`check_shape`)."""
     check_shape(text)
     return yaml.load(text, Loader=_LineLoader)  # noqa: S506 -- a SafeLoader subclass
+
+
+def read_yaml_file(path, error: type[Exception], what: str):
+    """The document in the YAML file ``path`` (None when empty), with lines as
+    :func:`load_yaml_with_lines`; anything wrong is one line of ``error`` naming the file (and
+    the line, where YAML knows it). ``what`` names the file's kind: "spec", "zoo config"."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc.__class__.__name__})") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: {what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return load_yaml_with_lines(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(x for x in (exc.context, exc.problem) if x)
+        raise error(_one_line(f"{path}{f':{mark.line + 1}' if mark else ''}: YAML error: {problem}")) from None
+    except yaml.YAMLError as exc:
+        raise error(_one_line(f"{path}: YAML error: {exc}")) from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -38,6 +38,7 @@ import pytest
 
 from ..errors import VitrobustError
 from ..names import ModelName, ModelNameError
+from ..yamllines import read_yaml_file
 from .ckptfile import checkpoint_file_problem
 from .plan import ModelSource, ZooPlan
 
@@ -60,7 +61,7 @@ class ZooConfig:
     @classmethod
     def load(cls, path: str | Path) -> "ZooConfig":
         path = Path(path)
-        raw = _read(path)
+        raw = read_yaml_file(path, ZooConfigError, "zoo config")
         raw = {} if raw is None else raw
         _known_keys(raw, ZOO_KEYS, str(path))
         models = raw.get("models") or {}
@@ -100,28 +101,6 @@ def _source(entry: dict, where: str) -> ModelSource:
     train = entry.get("train") or {}
     return ModelSource(entry.get("arch"), entry.get("checkpoint"), entry.get("num_classes"),
                        train.get("epochs"), where if entry.get("checkpoint") else None)
-
-
-def _read(path: Path):
-    """The YAML document in ``path`` (None when empty), or a one-line error naming the file."""
-    import yaml
-
-    from ..yamllines import load_yaml_with_lines
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ZooConfigError(f"{path}: cannot read zoo config ({exc.strerror or exc.__class__.__name__})") from None
-    except UnicodeDecodeError as exc:
-        raise ZooConfigError(f"{path}: zoo config is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    try:
-        return load_yaml_with_lines(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        what = " ".join(" ".join(x for x in (exc.context, exc.problem) if x).split())
-        raise ZooConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: YAML error: {what}") from None
-    except yaml.YAMLError as exc:
-        raise ZooConfigError(f"{path}: YAML error: {' '.join(str(exc).split())}") from None
 
 
 def _known_keys(mapping, known: tuple, where: str) -> None:
