@@ -37,6 +37,7 @@ from .measures import Observation, measure_kind
 from .names import ModelName
 from .profile import Profile
 from .replicate import decide_across, replica_node
+from .scope import Scope
 from .record import DataRecord, MeasurementRecord, ModelRecord, RunWarning
 from .stats import wilson_interval
 from .verdict import Verdict, decide
@@ -241,7 +242,7 @@ class Engine:
                 confidence: float | None = None) -> Observation:
         """The observation for one measure of a check, memoized for the session."""
         data_slice = self.data_slice(spec_data)
-        scope = _Scope(self, attacks, data_slice)
+        scope = Scope(self, attacks, data_slice)
         configs = scope.configs(measure)
         key = (measure.kind, measure.source, measure.model, configs, data_slice.key)
         if key not in self._memo:
@@ -252,7 +253,7 @@ class Engine:
             self._record(measure, observation, scope, configs, spec_id, confidence or self.confidence)
         return self._memo[key]
 
-    def _record(self, measure, observation: Observation, scope: "_Scope", configs: tuple,
+    def _record(self, measure, observation: Observation, scope: Scope, configs: tuple,
                 spec_id: str, confidence: float) -> None:
         record = MeasurementRecord(key=measure.key, kind=measure.kind, value=observation.value,
                                    spec=spec_id, source=measure.source, target=measure.model,
@@ -369,37 +370,3 @@ class Engine:
         for (name, _), results in groups.items():
             if self.model(name).info.differentiable:
                 self._warn(sanity.black_box_beats_white_box(results, name), name)
-
-
-class _Scope:
-    """What a measure function sees (see :mod:`vitrobust.measures`): the engine, bound to one
-    spec's attacks and data slice."""
-
-    def __init__(self, engine: Engine, attacks: dict[str, dict], data_slice: DataSlice):
-        self.engine, self.attacks, self.data_slice = engine, attacks, data_slice
-
-    def configs(self, measure) -> tuple:
-        if measure.attack is None:
-            return ()
-        return tuple(AttackConfig.from_spec(self.attacks[a]) for a in measure.attack.names)
-
-    def clean_correct(self, model: str) -> np.ndarray:
-        return self.engine.clean_correct(model, self.data_slice)
-
-    def fooled(self, source: str, target: str, aliases) -> np.ndarray:
-        out = None
-        for alias in aliases:
-            fooled = self.engine.fooled(source, target, AttackConfig.from_spec(self.attacks[alias]),
-                                        self.data_slice)
-            out = fooled if out is None else (out | fooled)
-        return out
-
-    def model_value(self, model: str, key: str) -> float:
-        # a check that names a speed has it timed now, even where the models table's speeds wait
-        return getattr(self.engine.model_summary(model, timed=True if key == "throughput" else None), key)
-
-    def keep_ratio(self, model: str) -> float:
-        """Patch tokens kept per pruning stage on this slice, mean over stages (:mod:`.in_effect`)."""
-        from .in_effect import keep_ratio
-        net = self.engine.model(model)
-        return keep_ratio(net, self.engine.data(self.data_slice, net.info.input_size).pixels)
