@@ -1,4 +1,5 @@
-"""Where a run's time went: model builds, adversarial sets, scoring, timing, checks, reports.
+"""Where a run's time went: model builds, adversarial sets, scoring, timing, checks (the
+reports are written after the record is made; :func:`vitrobust.run.finish_run` prints their time).
 
 Phases nest (a check builds the adversarial set it needs, which builds its source model), so
 each phase is charged its *own* time, the wall time minus the phases it opened: the items add
@@ -13,7 +14,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-KINDS = ("model", "adversarial", "scoring", "timing", "check", "report")
+KINDS = ("model", "adversarial", "scoring", "timing", "check")
 
 
 class Profile:
