@@ -29,6 +29,7 @@ except ImportError:   # the executor's one-line error is tested below either way
 needs_ray = pytest.mark.skipif(ray is None, reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 LIMIT = 300   # seconds any one Ray test may take (about 60 on a 2-core machine shared with other jobs)
+SHARD = 20    # images per shard: the 48 images of the spec are 3 shards, 3 units per set
 
 SPEC = """
 id: distributed
@@ -60,6 +61,15 @@ def deadline(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def sharded():
+    """Every test here makes its sets in shards of ``SHARD`` images (Ray tasks get the size
+    from the driver, not from their environment)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VITROBUST_SHARD_IMAGES", str(SHARD))
+        yield
+
+
 @pytest.fixture(scope="module")
 def spec_args(tmp_path_factory):
     folder = tmp_path_factory.mktemp("distributed")
@@ -70,16 +80,16 @@ def spec_args(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def serial(spec_args, tmp_path_factory) -> dict:
-    """Every planned set made in this process, in a cache of its own: key -> images."""
+    """Every planned shard made in this process, in a cache of its own: key -> images."""
     selected, engine = select(spec_args)
     made_here = Engine(adv_cache_dir=tmp_path_factory.mktemp("serial"), progress=False)
-    sets = {}
+    shards = {}
     for unit in plan(engine, selected).of("adversarial"):
-        made = made_here.adversarial.get(ModelName(unit.model), unit.config, unit.slice)
-        assert unit.key == f"adversarial/{made.key}"
-        sets[made.key] = made.images
-    assert len(sets) == 2
-    return sets
+        shard = made_here.adversarial.plan(ModelName(unit.model), unit.config, unit.slice).shards[unit.index]
+        assert unit.key == f"adversarial/{shard.key}"
+        shards[shard.key] = made_here.adversarial.shard(ModelName(unit.model), unit.config, unit.slice, shard)["adv"]
+    assert len(shards) == 2 * 3   # two sets of three shards
+    return shards
 
 
 def _from_cache(cache, keys) -> dict:
@@ -141,7 +151,9 @@ def test_a_local_ray_run_makes_the_serial_sets_and_the_session_decides_from_the_
     ray_made = _from_cache(fresh_cache, serial)
     assert all(torch.equal(ray_made[k], serial[k]) for k in serial)
     run = json.loads((tmp_path / "reports" / "latest" / "report.json").read_text())
-    assert run["cache"] == {"adversarial_generated": 0, "adversarial_reused": len(serial)}
+    # every prediction was made on Ray, where the images were: the session loaded none of them
+    assert run["cache"] == {"adversarial_generated": 0, "adversarial_reused": 0,
+                            "predictions_generated": 0, "predictions_reused": 2 * 3 + 3 * 3}
     assert [c["status"] for c in run["checks"]] == ["holds", "holds"]
 
 
@@ -162,7 +174,7 @@ def test_a_two_node_cluster_on_loopback_makes_the_serial_sets(spec_args, serial,
         if cluster is not None:
             cluster.shutdown()
     assert summary.failed == [] and summary.mismatched == []
-    assert summary.ran == {"model": 0, "adversarial": len(serial)}
+    assert summary.ran == {"model": 0, "clean": 2 * 3, "adversarial": len(serial)}   # 2 models x 3 shards
     ray_made = _from_cache(fresh_cache, serial)
     assert all(torch.equal(ray_made[k], serial[k]) for k in serial)
 

@@ -72,7 +72,7 @@ def test_units_are_deduplicated_across_checks_and_specs(tmp_path, specs, fresh_c
     fgsm = sets["fgsm"]
     assert fgsm.targets == ["vit_fixture", "vit_fixture_wide"] and fgsm.specs == ["planned", "planned_too"]
     assert fgsm.attack == "fgsm, fgsm_again, f: fgsm eps=2/255"
-    assert all(u.shard == "1/1" and u.images == 40 for u in result.of("adversarial"))
+    assert all(u.shard == "1/1" and u.images == 40 for u in result.of("adversarial") + result.of("clean"))
     assert result.of("model")[2].needs == ["vit_fixture"]    # a variant waits for its base
 
 
@@ -82,13 +82,32 @@ def test_unit_keys_are_the_engines_cache_keys_and_flip_to_cached_after_a_run(tmp
     sets = before.of("adversarial")
     assert sets and all(u.cached is False and u.key.startswith("adversarial/") for u in sets)
     assert all(u.cached is True for u in before.of("model"))   # the fixture models are cached
-    assert all(u.cached is None for u in before.of("clean"))   # predictions are never cached
+    assert all(u.cached is False and u.key.startswith("predictions/") for u in before.of("clean"))
     made = {u.key: engine.adversarial.get(ModelName(u.model), u.config, u.slice) for u in sets}
     assert {f"adversarial/{m.key}" for m in made.values()} == set(made)   # the engine's own keys
+    half = plan(engine, selected)   # the sets are made, but no target has scored them yet
+    assert not any(u.cached for u in half.of("adversarial"))
+    for u in sets:
+        for target in u.targets:
+            engine.fooled(u.model, target, u.config, u.slice)
+    for u in before.of("clean"):
+        engine.clean_correct(u.model, u.slice)
     after = plan(engine, selected)
-    assert all(u.cached is True for u in after.of("adversarial"))
+    assert all(u.cached is True for u in after.units)
     assert [u.key for u in after.of("adversarial")] == [u.key for u in sets]
     assert after.totals()["adversarial"]["todo"] == 0 and before.totals()["adversarial"]["todo"] == 2
+
+
+def test_a_slice_larger_than_a_shard_is_one_unit_per_shard(tmp_path, specs, fresh_cache, monkeypatch):
+    monkeypatch.setenv("VITROBUST_SHARD_IMAGES", "15")
+    selected, engine = select(_args(tmp_path, "-k", "transfer"))
+    result = plan(engine, selected)
+    shards = result.of("adversarial")
+    assert [(u.shard, u.images) for u in shards] == [("1/3", 15), ("2/3", 15), ("3/3", 10)]
+    set_plan = engine.adversarial.plan(ModelName(shards[0].model), shards[0].config, shards[0].slice)
+    assert [u.key for u in shards] == [f"adversarial/{s.key}" for s in set_plan.shards]
+    assert all(u.targets == ["vit_fixture_wide"] for u in shards)
+    assert [u.shard for u in result.of("clean")] == ["1/3", "2/3", "3/3"]
 
 
 def test_k_selects_as_pytest_does(tmp_path, specs, fresh_cache):

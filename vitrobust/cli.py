@@ -238,13 +238,13 @@ def _plan_table(result) -> str:
     from tabulate import tabulate
 
     def cached(u):
-        return "-" if u.cached is None else ("yes" if u.cached else "no")
+        return "yes" if u.cached else "no"
 
     def seconds(value):
         return "?" if value is None else f"{value:.1f}"
 
     rows = [[u.kind, u.model, u.attack, u.data, u.shard, cached(u), seconds(u.cost),
-             (u.key.split("/")[-1][:16] or "(pending)") if u.kind != "clean" else "-",
+             u.key.split("/")[-1][:16] or "(pending)",
              ", ".join(u.targets)] for u in result.units]
     table = tabulate(rows, headers=["kind", "model", "attack", "data", "shard", "cached",
                                     "est. s", "key", "scored on"])
@@ -252,7 +252,7 @@ def _plan_table(result) -> str:
     lines = [table, "", f"{totals['checks']} checks:"]
     for kind in ("model", "clean", "adversarial"):
         t = totals[kind]
-        not_cached = f"{t['todo']} to make" if kind != "clean" else f"{t['todo']} made by the deciding session"
+        not_cached = f"{t['todo']} to make"
         unknown = f", {t['unestimated']} without an estimate" if t["unestimated"] else ""
         lines.append(f"  {kind}: {t['units']} units, {t['cached']} cached, {not_cached}, "
                      f"est. {t['cost']:.0f} CPU-s{unknown}")

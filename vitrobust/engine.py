@@ -4,9 +4,11 @@ It joins the torch side (zoo, compress, attacks, metrics) with the spec side (ex
 measures):
 
 - models are built once per session (``zoo.load_model`` trains and caches on first use);
-- clean predictions are computed once per (model, data slice);
-- adversarial images are made once per (source model, threat model, strategy, data slice) and
+- adversarial images are made once per (source model, threat model, strategy, data shard) and
   kept on disk (:mod:`vitrobust.adversarial`), so every target, check and session reuses them;
+- every model's predictions, on a clean slice and on each adversarial shard, are made once and
+  kept on disk too (:mod:`vitrobust.predcache`): a warm run reads predictions, and loads no
+  adversarial images at all;
 - each measure is computed by its registered function (:mod:`vitrobust.measures`), memoized,
   and recorded as a :class:`~vitrobust.record.MeasurementRecord` for the run record.
 
@@ -25,8 +27,10 @@ import numpy as np
 import torch
 
 from . import defaults, metrics, sanity
-from .adversarial import AdversarialSets, AttackConfig
+from .adversarial import AdversarialSets, AttackConfig, shard_images, shard_ranges
 from .advcache import AdvCache
+from .objectstore import as_root
+from .predcache import PredCache
 from .data import load_dataset
 from .dataslice import DataSlice
 from .device import (autocast, check_precision, halving, home_device, place, resolve_device,
@@ -83,7 +87,10 @@ class Engine:
         self.data_source = data_source or self.zoo.data or defaults.DATA_SOURCE
         self.progress = progress
         self.confidence = confidence
-        self.adv_cache = AdvCache(Path(adv_cache_dir) if adv_cache_dir else cache_root() / "adversarial")
+        self.adv_cache = AdvCache(as_root(adv_cache_dir) if adv_cache_dir else cache_root() / "adversarial")
+        # beside the adversarial sets: a test's own adversarial folder gets its own predictions
+        self.predictions = PredCache(as_root(adv_cache_dir) / "predictions" if adv_cache_dir
+                                     else cache_root() / "predictions")
         self.adversarial = AdversarialSets(self.adv_cache, self.model, self.data, self._warn,
                                            device=self.device, precision=self.precision)
         self._models: dict[ModelName, ModelWrapper] = {}
@@ -132,15 +139,25 @@ class Engine:
         """The run's precision for model calls (fp32: no autocast at all)."""
         return autocast(self.device, self.precision)
 
-    def _correct(self, name: str, images: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-        """Per image: is ``name`` right? Batches move to the model's device one at a time; a
-        CUDA out-of-memory halves the batch (for this model from then on) and retries."""
+    def prediction_material(self, name: str, inputs: dict) -> dict:
+        """The predictions cache's key material for ``name`` on ``inputs``."""
+        return PredCache.material(self.model(name), inputs, self.device.type, self.precision)
+
+    def _predictions(self, name: str, inputs: dict, images) -> torch.Tensor:
+        """``name``'s predicted class per image of ``inputs`` (the predictions cache's key for
+        the images; ``images()`` gives them, called only when the entry is not cached)."""
+        return self.predictions.get_or_create(self.prediction_material(name, inputs),
+                                              lambda: self._predict(name, images()))
+
+    def _predict(self, name: str, images: torch.Tensor) -> torch.Tensor:
+        """Batches move to the model's device one at a time; a CUDA out-of-memory halves the
+        batch (for this model from then on) and retries."""
         model = self.model(name)
         with self.profile.phase("scoring", str(name)), self.autocast():
-            correct, self._batches[name] = halving(
-                lambda batch: metrics.correct(model, images, labels, batch),
+            predicted, self._batches[name] = halving(
+                lambda batch: model.predict(images, batch),
                 self._batches.get(name, self._first_batch(model)), self._halved(name, "scoring"))
-        return correct.cpu().numpy()
+        return predicted
 
     def _first_batch(self, model: ModelWrapper) -> int:
         """The scoring batch: ``batch_size``, but at most ``LARGE_INPUT_BATCH`` above 64x64 (a
@@ -189,27 +206,60 @@ class Engine:
         """Per image: is ``name`` right on the clean image?"""
         key = (ModelName(name), data_slice.key)
         if key not in self._clean:
-            model = self.model(name)
-            data = self.data(data_slice, model.info.input_size)
-            check_class_count(model, data.num_classes, data_slice.source)
-            self._clean[key] = self._correct(name, data.pixels, data.labels)
+            labels = self.data(data_slice, self.model(name).info.input_size).labels
+            predicted = torch.cat([self.clean_predictions(name, data_slice, shard)
+                                   for shard in self.clean_shards(name, data_slice)])
+            self._clean[key] = (predicted == labels).numpy()
         return self._clean[key]
+
+    def clean_shards(self, name: str, data_slice: DataSlice) -> list[tuple[int, int, dict]]:
+        """``(start, stop, inputs)`` of each shard of the clean slice as ``name`` sees it (its
+        image size): the shards of the adversarial sets, and the predictions cache's inputs."""
+        model = self.model(name)
+        data = self.data(data_slice, model.info.input_size)
+        check_class_count(model, data.num_classes, data_slice.source)
+        inputs = {"clean": data.fingerprint, "data_key": data_slice.key, "image_size": model.info.input_size}
+        ranges = shard_ranges(len(data), shard_images())
+        if len(ranges) == 1:   # the whole slice
+            return [(0, len(data), inputs)]
+        return [(a, b, {**inputs, "shard": [a, b]}) for a, b in ranges]
+
+    def clean_predictions(self, name: str, data_slice: DataSlice, shard: tuple) -> torch.Tensor:
+        """``name``'s predictions on one clean shard (cached)."""
+        start, stop, inputs = shard
+        data = self.data(data_slice, self.model(name).info.input_size)
+        return self._predictions(name, inputs, lambda: data.pixels[start:stop])
+
+    def adversarial_predictions(self, source: str, target: str, attack: AttackConfig,
+                                data_slice: DataSlice, shard) -> torch.Tensor:
+        """``target``'s predictions on one adversarial shard (cached); the shard's images are
+        made or read only when they are not."""
+        return self._predictions(target, {"adversarial": shard.key},
+                                 lambda: self._shard_images(source, attack, data_slice, shard))
 
     def fooled(self, source: str, target: str, attack: AttackConfig, data_slice: DataSlice) -> np.ndarray:
         """Per image: does the input ``attack`` made on ``source`` make ``target`` misclassify?"""
         key = (ModelName(source), ModelName(target), attack, data_slice.key)
         if key not in self._fooled:
-            adv = self.adversarial_set(source, attack, data_slice)
-            if adv.delta_path:
+            plan = self.adversarial.plan(ModelName(source), attack, data_slice)
+            if plan.universal:   # the perturbation's .npy, for the report
+                adv = self.adversarial_set(source, attack, data_slice)
                 self.artifacts[f"uap:{source}:{attack.name}-{adv.key[:8]}"] = adv.delta_path
             labels = self.data(data_slice, self.model(target).info.input_size).labels
-            self._fooled[key] = ~self._correct(target, adv.images, labels)
+            predicted = torch.cat([self.adversarial_predictions(source, target, attack, data_slice, shard)
+                                   for shard in plan.shards])
+            self._fooled[key] = (predicted != labels).numpy()
         return self._fooled[key]
 
     def adversarial_set(self, source: str, attack: AttackConfig, data_slice: DataSlice):
-        """The adversarial set ``attack`` makes on ``source`` (cached; timed the first time)."""
+        """The adversarial set ``attack`` makes on ``source``, whole (cached; timed when made)."""
         with self.profile.phase("adversarial", f"{source} {attack.name}"):
             return self.adversarial.get(ModelName(source), attack, data_slice)
+
+    def _shard_images(self, source: str, attack: AttackConfig, data_slice: DataSlice, shard) -> torch.Tensor:
+        """One shard's adversarial images (cached; timed when made)."""
+        with self.profile.phase("adversarial", f"{source} {attack.name}"):
+            return self.adversarial.shard(ModelName(source), attack, data_slice, shard)["adv"]
 
     def model_summary(self, name: str, timed: bool | None = None) -> ModelRecord:
         """Params, size, GFLOPs, throughput of a model (computed once), for checks and report.
@@ -260,7 +310,7 @@ class Engine:
                                    data=scope.data_slice.key)
         if configs:
             source = measure.source or measure.model
-            sets = [self.adversarial_set(source, c, scope.data_slice) for c in configs]
+            sets = [self.adversarial.plan(ModelName(source), c, scope.data_slice) for c in configs]
             clean = scope.clean_correct(measure.model)
             fooled = scope.fooled(source, measure.model, measure.attack.names)
             threat_models = [s.threat_model for s in sets]
@@ -335,12 +385,14 @@ class Engine:
                 self.model_records[name].clean_acc = acc
         for name, record in self.model_records.items():   # measures add to meta (keep_ratio)
             record.meta = dict(self._models[ModelName(name)].info.meta)
-        stats = self.adv_cache.stats
+        stats, predictions = self.adv_cache.stats, self.predictions.stats
         return {"models": dict(self.model_records), "measurements": list(self.measurements.values()),
                 "artifacts": dict(self.artifacts), "warnings": list(self.warnings),
                 "data": dict(self.data_records), "profile": self.profile.items(),
                 "cache": {"adversarial_generated": stats["generated"],
-                          "adversarial_reused": stats["reused"]}}
+                          "adversarial_reused": stats["reused"],
+                          "predictions_generated": predictions["generated"],
+                          "predictions_reused": predictions["reused"]}}
 
     def clean_accuracies(self) -> list[tuple[str, str, float]]:
         """(model, data slice, clean accuracy) in the order the session first scored them; the

@@ -7,12 +7,15 @@ adversarial set in the cache. Verdicts, the run record, reports and the gate are
 serial run's code path; only the filling of the cache is distributed.
 
 - **Order**: model units first (a variant's task waits for its base's: Ray passes the base's
-  result as an argument), then the plan is made again, which now knows every adversarial set's
-  key, and the sets that are still missing run.
+  result as an argument), then the plan is made again, which now knows every shard's key, and
+  the clean and adversarial shards still missing run.
 - **Same bytes as a serial run**: a task builds an :class:`~vitrobust.engine.Engine` with the
-  run's settings and asks it for the model or the set, exactly as the deciding session would.
-  A unit is a whole set (see the planner), and an attack's seed is part of its configuration,
-  so a deterministic attack makes the images a serial run makes. The key a task reports is
+  run's settings and asks it for the model, the clean predictions or the adversarial shard,
+  exactly as the deciding session would. Shards and their seeds are the engine's (see the
+  planner), so a deterministic attack makes the images a serial run makes.
+- **The images never travel**: an adversarial task also scores its shard on every target its
+  checks pair with it, into the predictions cache; the deciding session reads the predictions
+  and loads no adversarial image. The key a task reports is
   checked against the plan's; a difference (other library versions on a node, other decoded
   pixels) is reported, and the deciding session then makes that set itself.
 - **Resources and failures**: a task asks for one CPU, or one GPU when the run's device is CUDA
@@ -99,20 +102,22 @@ class Settings:
     device: str = "cpu"                  # "cpu" or "cuda": each GPU task sees its own GPU
     precision: str = "fp32"
     skip_bad_images: bool = False
+    shard_images: int = 0                # the driver's shard size (key material: every node uses it)
     imports: list = field(default_factory=list)   # modules registering models outside vitrobust
     paths: list = field(default_factory=list)     # where the driver found them (sys.path entries)
 
 
 @dataclass
 class Summary:
-    ran: dict = field(default_factory=lambda: {"model": 0, "adversarial": 0})
+    ran: dict = field(default_factory=lambda: {"model": 0, "clean": 0, "adversarial": 0})
     already_cached: int = 0
     failed: list = field(default_factory=list)       # (unit, error)
     mismatched: list = field(default_factory=list)   # (unit, key the task made)
     seconds: float = 0.0
 
     def text(self) -> str:
-        lines = [f"ray: {self.ran['model']} model and {self.ran['adversarial']} adversarial units run, "
+        lines = [f"ray: {self.ran['model']} model, {self.ran['clean']} clean and {self.ran['adversarial']} "
+                 "adversarial units run, "
                  f"{self.already_cached} already cached, in {self.seconds:.0f} s"]
         lines += [f"ray: FAILED {u.kind} {u.model} {u.attack}: {e} (the deciding session makes it itself)"
                   for u, e in self.failed]
@@ -134,15 +139,15 @@ def fill_cache(pytest_args: list[str], *, address: str | None = None, num_cpus: 
     selected, engine = select(pytest_args)
     settings = _settings(engine)
     first = plan(engine, selected)
-    summary = Summary(already_cached=sum(u.cached is True for u in first.units if u.kind != "clean"))
-    echo(f"ray: {len(first.todo('model'))} model and {len(first.todo('adversarial'))} adversarial units to run "
-         f"of {len(first.units)} planned")
+    summary = Summary(already_cached=sum(u.cached is True for u in first.units))
+    echo(f"ray: {len(first.todo('model'))} model, {len(first.todo('clean'))} clean and "
+         f"{len(first.todo('adversarial'))} adversarial units to run of {len(first.units)} planned")
     started = connect(ray, address, num_cpus=num_cpus)
     try:
         task = _task(ray, settings)
         models = _run_models(ray, task, first.todo("model"), settings, summary)
         again = plan(engine, selected, first) if models else first   # now every set's key is known
-        todo = [u for u in again.todo("adversarial") if u.key]
+        todo = [u for u in again.todo() if u.kind != "model" and u.key]
         _run(ray, [(u, task.remote(settings, _work(u))) for u in todo], summary)
     finally:
         if started:
@@ -179,6 +184,7 @@ def connect(ray, address: str | None, *, num_cpus: int | None = None) -> bool:
 
 
 def _settings(engine) -> Settings:
+    from .adversarial import shard_images
     from .zoo.cache import cache_root
     from .zoo.registry import list_models, model_entry
 
@@ -187,7 +193,7 @@ def _settings(engine) -> Settings:
     paths = [p for p in sys.path if p and any(_provides(p, m) for m in imports)]
     return Settings(cache=str(cache_root()), zoo=engine.zoo, device=engine.device.type,
                     precision=engine.precision, skip_bad_images=engine.skip_bad_images,
-                    imports=imports, paths=paths)
+                    shard_images=shard_images(), imports=imports, paths=paths)
 
 
 def _provides(path: str, module: str) -> bool:
@@ -198,7 +204,7 @@ def _provides(path: str, module: str) -> bool:
 def _work(unit) -> dict:
     """What a task is asked to do, in plain data (the unit's source, attack and slice)."""
     return {"kind": unit.kind, "model": unit.model, "config": unit.config, "slice": unit.slice,
-            "key": unit.key}
+            "key": unit.key, "shard": unit.index, "targets": list(unit.targets)}
 
 
 def _task(ray, settings: Settings):
@@ -229,7 +235,7 @@ def _run(ray, jobs: list, summary: Summary) -> None:
             summary.failed.append((unit, _one_line(exc)))
             continue
         summary.ran[unit.kind] += 1
-        if unit.kind == "adversarial" and made.get("key") and not unit.key.endswith(made["key"]):
+        if made.get("key") and not unit.key.endswith(made["key"]):
             summary.mismatched.append((unit, made["key"]))
 
 
@@ -244,7 +250,10 @@ def run_unit(settings: Settings, work: dict, parent=None) -> dict:
     caches it). ``parent`` is the parent model task's result: only there to order the tasks."""
     import importlib
 
+    from .adversarial import SHARD_IMAGES_ENV
+
     os.environ["VITROBUST_CACHE"] = settings.cache
+    os.environ[SHARD_IMAGES_ENV] = str(settings.shard_images)
     for path in settings.paths:
         if path not in sys.path:
             sys.path.append(path)
@@ -259,6 +268,14 @@ def run_unit(settings: Settings, work: dict, parent=None) -> dict:
     if work["kind"] == "model":
         model = engine.model(work["model"])
         return {"weight_hash": model.info.weight_hash, "seconds": time.perf_counter() - start}
-    made = engine.adversarial.get(ModelName(work["model"]), work["config"], work["slice"])
-    return {"key": made.key, "generated": engine.adv_cache.stats["generated"],
-            "seconds": time.perf_counter() - start}
+    if work["kind"] == "clean":
+        shard = engine.clean_shards(work["model"], work["slice"])[work["shard"]]
+        engine.clean_predictions(work["model"], work["slice"], shard)
+        key = engine.predictions.key(engine.prediction_material(work["model"], shard[2]))
+        return {"key": key, "seconds": time.perf_counter() - start}
+    source, config, data_slice = ModelName(work["model"]), work["config"], work["slice"]
+    shard = engine.adversarial.plan(source, config, data_slice).shards[work["shard"]]
+    for target in work["targets"]:   # scored here, where the images are
+        engine.adversarial_predictions(source, target, config, data_slice, shard)
+    return {"key": shard.key, "generated": engine.adv_cache.stats["generated"],
+            "scored": engine.predictions.stats["generated"], "seconds": time.perf_counter() - start}

@@ -8,17 +8,18 @@ so a unit is done exactly when its cache entry exists:
   only once its base is built: until then it is *pending*, after its base). A model with no
   weights of its own to train (``:int8``, a checkpoint from a zoo config) is ``built/<name>``,
   always done;
-- ``adversarial``: one adversarial set per (source weights, threat model, strategy, data slice),
-  ``adversarial/<key>`` with the key :meth:`vitrobust.adversarial.AdversarialSets.material`
-  gives, the one the engine looks up. It lists the target models its checks score on it;
-- ``clean``: a model's predictions on the clean slice. The engine keeps predictions in memory
-  only, so these are never cached (``cached`` None): the deciding session makes them, and they
-  are listed for their cost.
+- ``clean``: a model's predictions on one shard of a clean slice, ``predictions/<key>``
+  (:mod:`vitrobust.predcache`);
+- ``adversarial``: one shard of an adversarial set per (source weights, threat model, strategy,
+  data shard), ``adversarial/<key>`` with the shard's key from
+  :meth:`vitrobust.adversarial.AdversarialSets.plan`, the one the engine looks up, *and* the
+  predictions on it of every target model its checks score on it (``targets``). A worker that
+  makes the shard scores it, so the images never travel; the unit is done when the shard and
+  every target's predictions are cached.
 
-The engine makes an adversarial set whole, per (source, attack, slice), so a unit is one whole
-set (shard ``1/1``): its key is the engine's cache key, and an attack's seed (part of its threat
-model) gives a distributed run the images a serial run makes. Splitting a set into shards of
-images would need the engine to make and join sets per shard; that is future work.
+Shards are the engine's own (``$VITROBUST_SHARD_IMAGES`` images each; a slice up to that size
+is one shard, ``1/1``), and each shard's seed is fixed by the attack's seed and the shard, so a
+distributed run makes the images a serial run makes.
 
 Units are deduplicated across specs and checks (two aliases for one attack config are one set).
 Each has an estimated cost in seconds on the machine the costs were measured on
@@ -28,11 +29,10 @@ attacks nothing (:func:`vitrobust.zoo.cache.probing`).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from . import unit_costs
 from .adversarial import AttackConfig
-from .advcache import AdvCache
 from .dataslice import DataSlice
 from .expr import measures as measures_of
 from .measures import measure_kind
@@ -52,8 +52,8 @@ class Unit:
     key: str = ""                 # its cache entry; "" while pending or never cached
     attack: str = ""              # adversarial: "<alias>: <name> <params>"
     data: str = ""                # the data slice key
-    shard: str = "1/1"
-    cached: bool | None = False   # None: not cached by the engine (clean predictions)
+    shard: str = "1/1"            # "i/k": the i-th of the k shards of its data slice
+    cached: bool = False
     cost: float | None = None     # estimated seconds (unit_costs); None: no estimate
     images: int | None = None
     targets: list = field(default_factory=list)   # adversarial: models scored on the set
@@ -63,11 +63,12 @@ class Unit:
     # how to run it (not printed): the source name, attack config and data slice
     config: AttackConfig | None = field(default=None, repr=False, compare=False)
     slice: DataSlice | None = field(default=None, repr=False, compare=False)
+    index: int = field(default=0, repr=False, compare=False)   # the shard's position (0-based)
 
     @property
     def pending(self) -> bool:
         """Its key is not known yet (a model it needs is not built)."""
-        return self.kind != "clean" and not self.key
+        return not self.key
 
     @property
     def todo(self) -> bool:
@@ -95,7 +96,7 @@ class Plan:
         out = {}
         for kind in KINDS:
             units = self.of(kind)
-            todo = [u for u in units if u.cached is not True]   # clean predictions: always made
+            todo = [u for u in units if u.cached is not True]
             out[kind] = {"units": len(units), "cached": sum(u.cached is True for u in units),
                          "todo": len(todo), "cost": sum(u.cost or 0.0 for u in todo),
                          "unestimated": sum(u.cost is None for u in todo)}
@@ -128,6 +129,8 @@ class _Planner:
         self.models: dict[str, Unit] = {}
         self.clean: dict[tuple, Unit] = {}
         self.sets: dict[tuple, Unit] = {}
+        self.clean_units: list[Unit] = []   # per shard, once resolved
+        self.set_units: list[Unit] = []
 
     # -- what the checks name -----------------------------------------------------------------
     def add_check(self, spec, check) -> None:
@@ -157,7 +160,7 @@ class _Planner:
 
     def _clean(self, name: ModelName, data_slice: DataSlice, spec_id: str) -> None:
         unit = self.clean.setdefault((name, data_slice.key), Unit(
-            "clean", str(name), data=data_slice.key, cached=None, needs=[str(name)], slice=data_slice))
+            "clean", str(name), data=data_slice.key, needs=[str(name)], slice=data_slice))
         _add(unit.specs, spec_id)
 
     def _set(self, source: ModelName, config: AttackConfig, alias: str, data_slice: DataSlice,
@@ -177,8 +180,7 @@ class _Planner:
         for unit in self.models.values():
             self._resolve_model(unit)
         for unit in self.clean.values():
-            unit.images = self._images(unit.model, unit.slice)
-            unit.cost = _times(unit.images, unit_costs.forward(unit.model))
+            self.clean_units += self._clean_shards(unit)
         merged: dict[str, Unit] = {}
         for unit in list(self.sets.values()):
             self._resolve_set(unit)
@@ -193,6 +195,9 @@ class _Planner:
                 unit.kind = "duplicate"
             elif unit.key:
                 merged[unit.key] = unit
+        for unit in self.sets.values():
+            if unit.kind == "adversarial":
+                self.set_units += self._set_shards(unit)
 
     def _resolve_model(self, unit: Unit) -> None:
         if unit.model in self.known:
@@ -222,25 +227,57 @@ class _Planner:
             unit.note = "no weights of its own to train (derived from its parent, or a checkpoint)"
         unit.cached, unit.cost = True, 0.0
 
+    def _clean_shards(self, unit: Unit) -> list[Unit]:
+        """The clean unit of a (model, slice), one per shard (one, pending, until it is built)."""
+        per_image = unit_costs.forward(unit.model)
+        try:
+            with probing():
+                shards = self.engine.clean_shards(unit.model, unit.slice)
+        except WouldTrain as exc:
+            unit.images, unit.note = unit.slice.limit, f"key known once {exc.name} is built"
+            unit.cost = _times(unit.images, per_image)
+            return [unit]
+        predictions = self.engine.predictions
+        return [replace(unit, key=f"predictions/{predictions.key(material)}", shard=f"{i + 1}/{len(shards)}",
+                        index=i, images=stop - start, cost=_times(stop - start, per_image),
+                        cached=predictions.has(material))
+                for i, (start, stop, inputs) in enumerate(shards)
+                for material in [self.engine.prediction_material(unit.model, inputs)]]
+
     def _resolve_set(self, unit: Unit) -> None:
-        engine = self.engine
+        """The whole set's key (to merge aliases of one configuration) and its cost."""
         unit.images = self._images(unit.model, unit.slice)
         unit.needs = sorted(set(unit.needs) | {t for t in unit.targets})
         try:
             with probing():
-                material = engine.adversarial.material(ModelName(unit.model), unit.config, unit.slice)
+                set_plan = self.engine.adversarial.plan(ModelName(unit.model), unit.config, unit.slice)
         except WouldTrain as exc:
             unit.note = f"key known once {exc.name} is built"
             unit.cost = self._set_cost(unit, None)
             return
-        unit.key = f"adversarial/{AdvCache.key(material)}"
-        unit.cached = engine.adv_cache.has(material)
-        unit.cost = self._set_cost(unit, material)
+        unit.key = f"adversarial/{set_plan.key}"
+        unit.cost = self._set_cost(unit, set_plan.strategy)
 
-    def _set_cost(self, unit: Unit, material: dict | None) -> float | None:
+    def _set_shards(self, unit: Unit) -> list[Unit]:
+        """A set's units, one per shard: the shard and its targets' predictions on it."""
+        if not unit.key:
+            return [unit]
+        engine, source = self.engine, ModelName(unit.model)
+        set_plan = engine.adversarial.plan(source, unit.config, unit.slice)
+        out = []
+        for i, shard in enumerate(set_plan.shards):
+            materials = [engine.prediction_material(t, {"adversarial": shard.key}) for t in unit.targets]
+            cached = engine.adv_cache.has(shard.material) and all(engine.predictions.has(m) for m in materials)
+            share = (shard.stop - shard.start) / max(unit.images or 1, 1)
+            out.append(replace(unit, key=f"adversarial/{shard.key}", shard=f"{i + 1}/{len(set_plan.shards)}",
+                               index=i, images=shard.stop - shard.start, cached=cached,
+                               cost=None if unit.cost is None else unit.cost * share,
+                               targets=list(unit.targets), specs=list(unit.specs), needs=list(unit.needs)))
+        return out
+
+    def _set_cost(self, unit: Unit, strategy: str | None) -> float | None:
         fit = self._images(unit.model, unit.slice.fit_slice()) if unit.config.build().universal else None
-        strategy = (material or {}).get("strategy", "white-box")
-        return unit_costs.attack(unit.config, unit.model, strategy, unit.images, fit)
+        return unit_costs.attack(unit.config, unit.model, strategy or "white-box", unit.images, fit)
 
     def _images(self, name: str, data_slice: DataSlice) -> int | None:
         """Images of the slice (loaded: the planner needs its fingerprint anyway), or its limit
@@ -253,8 +290,7 @@ class _Planner:
         return len(self.engine.data(data_slice, model.info.input_size))
 
     def units(self) -> list[Unit]:
-        sets = [u for u in self.sets.values() if u.kind == "adversarial"]
-        return [*self.models.values(), *self.clean.values(), *sets]
+        return [*self.models.values(), *self.clean_units, *self.set_units]
 
 
 def _add(items: list, value) -> None:
