@@ -4,6 +4,7 @@ import textwrap
 
 import pytest
 
+from spec_helpers import fresh_cache  # noqa: F401  (a fixture)
 from spec_helpers import run_specs, spec_dir  # noqa: F401  (spec_dir is a fixture)
 
 pytest_plugins = ["pytester"]
@@ -58,7 +59,7 @@ def test_k_selects_by_model_and_attack(pytester, spec_dir):
     assert all("vit_fixture_wide" in l for l in out.splitlines() if "::" in l)
 
 
-def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
+def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir, fresh_cache):
     (spec_dir / "e2e.yaml").write_text(SPEC)
     result = run_specs(pytester)
     result.assert_outcomes(passed=6)
@@ -84,7 +85,11 @@ def test_real_spec_runs_end_to_end_and_writes_reports(pytester, spec_dir):
     # a second session re-attacks nothing: every adversarial set comes from the disk cache
     again = run_specs(pytester)
     again.assert_outcomes(passed=6)
-    assert "adversarial sets: 0 generated" in again.stdout.str()
+    made = run["cache"]["predictions_generated"]
+    assert made > 0 and f"adversarial sets: {run['cache']['adversarial_generated']} generated" in out
+    # ... and scores nothing: every prediction is cached, so no adversarial image is even loaded
+    assert f"adversarial sets: 0 generated, 0 reused from the cache; predictions: 0 made, {made} reused" \
+        in again.stdout.str()
 
 
 def test_run_record_starts_when_the_session_starts(pytester, spec_dir):

@@ -343,3 +343,119 @@ def test_numpy_scalars_are_stored_as_numbers(store):
     assert all(type(o) is int for o in back.measurements[0].outcomes if o is not None)
     assert back.measurements[0].threat_model == {"eps": 0.25, "mask": [1, 2]}
     assert back.models["deit_tiny"].meta == {"keep_rate": 0.5}
+
+
+# -- interrupted runs: the process that began a run is gone ------------------------------------------
+def _begin_in_a_child(target: str, run_id: str) -> int:
+    """Begin ``run_id`` in a child process that then exits; the child's pid."""
+    child = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from vitrobust.record import RunRecord
+        from vitrobust.store import Store
+        with Store({target!r}) as s:
+            s.begin_run(RunRecord({run_id!r}, started="2026-11-22T05:00:00"))
+        print(os.getpid())
+    """)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
+def test_a_run_whose_process_is_gone_reads_as_interrupted(store, db):
+    import socket
+
+    store.record(make_run("done", finished="2026-11-22T01:00:00+00:00"))
+    pid = _begin_in_a_child(db.main, "killed")
+    store.begin_run(RunRecord("here", started="2026-11-22T06:00:00"))   # this process: alive
+    runs = {r["run_id"]: r for r in store.list_runs(include_incomplete=True)}
+    assert {k: r["status"] for k, r in runs.items()} == {"done": "complete", "killed": "interrupted",
+                                                        "here": "running"}
+    assert (runs["killed"]["pid"], runs["killed"]["host"]) == (pid, socket.gethostname())
+    assert "pid" not in runs["done"]
+    # never a result: not the latest, not loadable, not a baseline
+    assert store.latest_run().run_id == "done"
+    with pytest.raises(UnknownRun, match=f"interrupted \\(its process {pid} on .* is gone\\)"):
+        store.load_run("killed")
+    with pytest.raises(UnknownRun, match="still running"):
+        store.load_run("here")
+    with pytest.raises(UnknownRun):
+        store.save_baseline("b", "killed")
+    assert [r["run_id"] for r in store.list_runs()] == ["done"]
+
+
+def test_what_the_store_cannot_see_is_not_called_interrupted(store, db):
+    """Another host's run, and a row of a version that recorded no process, stay 'running'; a
+    live process that took the pid over (another start time) does not keep a dead run alive."""
+    for run_id in ("elsewhere", "old", "reused"):
+        store.begin_run(RunRecord(run_id))
+    process = json.loads(db.sql("SELECT extra FROM runs WHERE run_id='elsewhere'")[0][0])["process"]
+    db.sql("UPDATE runs SET extra=? WHERE run_id='elsewhere'",
+           (json.dumps({"process": {**process, "host": "another-host"}}),))
+    db.sql("UPDATE runs SET extra=NULL WHERE run_id='old'")
+    db.sql("UPDATE runs SET extra=? WHERE run_id='reused'",
+           (json.dumps({"process": {**process, "start": "another-boot/1"}}),))
+    status = {r["run_id"]: r["status"] for r in store.list_runs(include_incomplete=True)}
+    reused = "interrupted" if process["start"] else "running"   # no /proc: the pid alone decides
+    assert status == {"elsewhere": "running", "old": "running", "reused": reused}
+
+
+def test_discard_run_deletes_a_running_row_only(store):
+    store.record(make_run("done"))
+    store.begin_run(RunRecord("empty"))
+    store.discard_run("empty")
+    store.discard_run("done")   # complete: kept
+    assert [r["run_id"] for r in store.list_runs(include_incomplete=True)] == ["done"]
+
+
+# -- a damaged SQLite file -----------------------------------------------------------------------------
+def _damaged(tmp_path, how: str) -> Path:
+    path = tmp_path / "reports" / "vitrobust.sqlite"
+    path.parent.mkdir()
+    if how == "garbage":
+        path.write_bytes(b"\x00 not sqlite \xff" * 700)
+    else:
+        with Store(path) as s:
+            for i in range(3):
+                s.record(make_run(f"r{i}"))
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+@sqlite_only
+@pytest.mark.parametrize("how, what", [("garbage", "not a SQLite database (file is not a database)"),
+                                       ("truncated", "a damaged SQLite database (database disk image is malformed)")])
+def test_a_damaged_database_is_one_line_saying_how_to_move_it_aside(tmp_path, how, what):
+    path = _damaged(tmp_path, how)
+    with pytest.raises(StoreError) as err:
+        Store(path)
+    message = str(err.value)
+    assert message == f"{path}: {what}; move it aside (mv {path} {path}.bad) and re-run"
+    subprocess.run(f"mv {path} {path}.bad", shell=True, check=True)
+    with Store(path) as fresh:   # the next run makes a new database there
+        fresh.record(make_run("after"))
+        assert fresh.latest_run().run_id == "after"
+    # a second damaged file is moved to a name still free
+    path.write_bytes(b"garbage" * 1000)
+    with pytest.raises(StoreError, match=f"mv {path} {path}.bad1\\)"):
+        Store(path)
+
+
+@sqlite_only
+def test_damage_met_after_opening_is_one_line_too(tmp_path):
+    """Pages of a table overwritten, the schema intact: the file opens, and the first read of the
+    damage is the same one line (not a sqlite3.DatabaseError from the middle of the store)."""
+    path = tmp_path / "vitrobust.sqlite"
+    with Store(path) as s:
+        for i in range(6):
+            s.record(make_run(f"r{i}"))
+    page = sqlite3.connect(path).execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    data[4 * page:] = bytes([0xA5]) * (len(data) - 4 * page)   # everything past the first pages
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError) as err:
+        with Store(path) as s:
+            for run in s.list_runs():
+                s.load_run(run["run_id"])
+    assert str(err.value).startswith(f"{path}: a damaged SQLite database") and "\n" not in str(err.value)

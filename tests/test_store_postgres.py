@@ -333,6 +333,22 @@ def test_messages_never_hold_the_password(pg_server, db):
     assert "127.0.0.1" in str(err.value) and pg_server.password not in str(err.value)
 
 
+def test_a_connection_lost_midway_is_a_one_line_error(pg_server, db):
+    """The server ends the session (a restart, a failover): the next call is one line naming
+    the database without its password, not a psycopg traceback."""
+    with Store(db.main) as s:
+        s.record(make_run("r1"))
+        (backend,) = s._conn.execute("SELECT pg_backend_pid()").fetchone()
+        pg_server.sql("SELECT pg_terminate_backend(?)", (backend,))
+        with pytest.raises(StoreError) as err:
+            s.list_runs()
+        with pytest.raises(StoreError):
+            s.record(make_run("r2"))
+    message = str(err.value)
+    assert message.startswith(f"cannot use {s.where} as a results database: ")
+    assert "\n" not in message and pg_server.password not in message
+
+
 def test_an_empty_database_is_not_a_results_database(db, capsys):
     with pytest.raises(StoreError, match="no results database at postgresql://vitrobust@127.0.0.1"):
         Store(db.main, create=False)

@@ -7,7 +7,8 @@ and ``<key[:2]>/<key>.json`` (the key material, for humans and reports, and the 
 written last and commits the entry. Loading checks the checksum, then uses
 ``torch.load(weights_only=True)`` (no pickled code runs); a torn, tampered or unreadable entry
 is logged as a warning and rebuilt. :meth:`AdvCache.get_or_create` makes an entry once across
-processes: a per-key lock, and a second look inside it.
+processes: a per-key lock, and a second look inside it. A cache that refuses the write (full,
+read-only) is one warning line naming the file, and the set made is used uncached.
 
 An entry of the layout before (``<key>.pt`` beside ``<key>.sha256``) is adopted when its checksum
 holds; its files are left for older versions still running.
@@ -22,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from . import faults
 from .blobstore import dumps, loads
 from .errors import VitrobustError
 from .objectstore import CacheURL, as_root, open_store
@@ -81,14 +83,8 @@ class AdvCache:
     def get(self, material: dict) -> dict[str, torch.Tensor] | None:
         """The stored tensors, or None when absent or damaged (damage is logged)."""
         key = self.key(material)
-        found = self.store.get(self.entry(key))
-        if found is None:
-            return self._adopt(key, material)
-        try:
-            return _tensors(loads(found[0]))
-        except Exception as exc:  # checksum fine but not a dict of tensors: warn, the caller rebuilds
-            log.warning("adversarial cache entry %s is unusable (%s); rebuilding", self.manifest_path(key), exc)
-            return None
+        found = self.store.get(self.entry(key), decode=lambda data: _tensors(loads(data)))
+        return self._adopt(key, material) if found is None else found[0]
 
     def get_or_create(self, material: dict,
                       create: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -96,10 +92,12 @@ class AdvCache:
         processes ``create`` runs once: the others wait for the entry's lock, then load it."""
         def make():
             tensors = create()
+            faults.point("adversarial-generated")
             if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
                 raise AdvCacheError("create() must return a dict of str -> torch.Tensor")
             payload = _payload(tensors)
-            self.put(material, payload)
+            self.put(material, payload)   # a refused write (WriteError) ends the session
+            faults.point("adversarial-committed")
             return payload
 
         tensors, made = self.store.get_or_create(self.entry(self.key(material)), lambda: self.get(material), make)

@@ -39,7 +39,7 @@ from .attacks import make_attack, resolve_strategy
 from .dataslice import DataSlice
 from .device import DEFAULT_PRECISION, autocast, halving
 from .errors import VitrobustError
-from .fileio import WriteError, atomic_write
+from .fileio import atomic_write
 from .names import ModelName
 
 log = logging.getLogger(__name__)
@@ -270,8 +270,5 @@ def _save_delta(folder: Path, cache_key: str, delta: torch.Tensor) -> str:
         return str(path)
     if found is not None:
         log.warning("UAP perturbation %s does not hold the cached delta (%s); rewriting it", path, why)
-    try:
-        atomic_write(path, lambda tmp: tmp.write_bytes(expected))
-    except WriteError as exc:
-        log.warning("%s; the report will lack this perturbation", exc)
+    atomic_write(path, lambda tmp: tmp.write_bytes(expected))   # refused: WriteError ends the session
     return str(path)

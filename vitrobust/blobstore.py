@@ -1,6 +1,6 @@
-"""The one entry protocol of the on-disk caches (adversarial sets, trained models): safe when
-several processes read and write one cache at once, on one machine or on many machines that
-share a filesystem.
+"""The one entry protocol of the on-disk caches (adversarial sets, trained models, predictions):
+safe when several processes read and write one cache at once, on one machine or on many machines
+that share a filesystem.
 
 An entry ``name`` is two files under the store's root:
 
@@ -8,16 +8,19 @@ An entry ``name`` is two files under the store's root:
   written to a uuid-named temporary file beside it and renamed into place (``os.replace``), and
   nothing here deletes or changes a blob afterwards (re-putting the same bytes renames an
   identical file over it), so a blob a manifest names stays readable;
-- a *manifest*, ``<name>.json``: the blob's hash and size and the caller's metadata, written the
-  same way *after* the blob. Its rename is the commit point. A reader reads the manifest, then
-  the blob it names: it gets a whole entry (the old one or the new one, never a mix of two
-  writers), and once an entry is committed it is never reported missing.
+- a *manifest*, ``<name>.json``: the entry's own name, the blob's hash and size and the caller's
+  metadata, written the same way *after* the blob. Its rename is the commit point. A reader
+  reads the manifest, then the blob it names: it gets a whole entry (the old one or the new one,
+  never a mix of two writers), and once an entry is committed it is never reported missing.
 
-A reader checks the blob's size and sha256 against the manifest. A torn, altered or missing blob
-and an unreadable manifest are one warning line; the manifest is removed (if it is still the one
-read) and the entry reads as missing, so it is rebuilt. Temporary names hold a uuid, unique
-across processes and hosts; a temporary file a crashed writer left is never read (readers open
-only manifests and the blobs they name).
+A reader checks the blob's size and sha256 against the manifest, and that the manifest names this
+entry (another entry's manifest copied over it would otherwise hand out that entry's bytes). A
+torn, altered, foreign or missing blob, a foreign manifest and an unreadable one are one warning
+line naming the file at fault; the manifest is removed (if it is still the one read) and the entry
+reads as missing, so it is rebuilt. (Manifests written before the name was recorded are trusted
+on their checksum alone.) Temporary names hold a uuid, unique across processes and hosts; a
+temporary file a crashed writer left is never read (readers open only manifests and the blobs
+they name).
 
 :meth:`BlobStore.get_or_create` looks, then takes the entry's lock (``<name>.lock``, a
 :class:`filelock.FileLock`: one lock per entry, never a global one) and looks again inside it, so
@@ -33,6 +36,12 @@ as can an NFS client's attribute cache hiding a just-committed manifest from the
 a few seconds (``lookupcache``): then an entry is made twice, and each reader still gets a whole one.
 Whoever made an entry without the lock goes on with what is committed, not with what it made, so
 every process of a run uses the same bytes.
+
+A write the filesystem refuses (a full disk, a read-only cache folder) raises
+:class:`vitrobust.fileio.WriteError` from :meth:`BlobStore.put`, with nothing left under a final
+name; a lock file that cannot be created is a warning, and the entry is made without the lock.
+The caches built on this store catch the error in their ``make`` and go on with what was made,
+uncached (a cache that cannot be written makes a run slower, it never loses or alters a result).
 
 The file operations are a few small methods (``_write_blob``, ``_commit``, ``_read_manifest``,
 ``_read_blob``, ``_remove_manifest``, ``lock``); :mod:`vitrobust.objectstore` overrides them for
@@ -53,13 +62,14 @@ from typing import Callable, Iterator, TypeVar
 
 import filelock
 
+from . import faults
 from .errors import VitrobustError
 from .fileio import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = 1                           # the manifest layout below; older entries read as missing
-RESERVED = ("protocol", "blob", "size")
+RESERVED = ("protocol", "entry", "blob", "size")
 LOCK_TIMEOUT_ENV = "VITROBUST_LOCK_TIMEOUT"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _WRITTEN: dict[str, str] = {}   # manifest -> the blob this process last put there (any store object)
@@ -85,21 +95,27 @@ class BlobStore:
 
     # -- write -------------------------------------------------------------------------------
     def put(self, name: str, data: bytes, meta: dict | None = None) -> dict:
-        """Store ``data`` as entry ``name``: the blob first, then the manifest (the commit)."""
+        """Store ``data`` as entry ``name``: the blob first, then the manifest (the commit).
+        A refused write raises :class:`~vitrobust.fileio.WriteError` naming the file."""
         meta = dict(meta or {})
         if clash := set(meta) & set(RESERVED):
             raise ValueError(f"manifest keys {sorted(clash)} are the store's own")
         digest = hashlib.sha256(data).hexdigest()
         self._write_blob(digest, data)
-        manifest = {**meta, "protocol": PROTOCOL, "blob": digest, "size": len(data)}
+        faults.point("cache-blob-written")
+        manifest = {**meta, "protocol": PROTOCOL, "entry": name, "blob": digest, "size": len(data)}
         _WRITTEN[str(self.manifest_path(name))] = digest
         self._commit(name, json.dumps(manifest, indent=2, sort_keys=True, default=str))
         return manifest
 
     # -- read --------------------------------------------------------------------------------
-    def get(self, name: str) -> tuple[bytes, dict] | None:
+    def get(self, name: str, decode: Callable[[bytes], object] | None = None) -> tuple[object, dict] | None:
         """``(bytes, manifest)`` of the committed entry, or None when there is none or it is
-        damaged (then it is logged, and the manifest removed so that the entry is rebuilt)."""
+        damaged (then it is logged, and the manifest removed so that the entry is rebuilt).
+
+        ``decode`` turns the bytes into the caller's value, returned instead of them: when it
+        raises, the blob is whole but not what this cache holds (another file under a good
+        checksum), and the entry is damaged like any other: one warning line, rebuilt."""
         found = self._read_manifest(name)
         if found is None:
             return None
@@ -117,14 +133,24 @@ class BlobStore:
         digest, size = manifest.get("blob"), manifest.get("size")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest) or not isinstance(size, int):
             return self._unusable(name, read_id, "the manifest names no blob")
+        if manifest.get("entry", name) != name:
+            return self._unusable(name, read_id, f"the manifest is another entry's, {manifest['entry']!r}")
         data = self._read_blob(digest)
+        blob = self.blob_path(digest)
         if data is None:
-            return self._unusable(name, read_id, f"its blob {digest[:12]} is missing")
-        if len(data) != size:
-            return self._unusable(name, read_id, f"torn blob: {len(data)} of {size} bytes")
+            return self._unusable(name, read_id, f"its blob {blob} is missing")
+        if len(data) != size:   # shorter: a write cut off; longer: another file under its name
+            what = "torn blob" if len(data) < size else "blob"
+            return self._unusable(name, read_id, f"{what} {blob}: {len(data)} bytes, the manifest says {size}")
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
-            return self._unusable(name, read_id, f"checksum mismatch (manifest {digest[:12]}, blob {actual[:12]})")
+            return self._unusable(name, read_id, f"checksum mismatch: blob {blob} holds {actual[:12]}")
+        if decode is not None:
+            try:
+                data = decode(data)
+            except Exception as exc:   # noqa: BLE001 - any failure to decode: not this cache's entry
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                return self._unusable(name, read_id, f"blob {blob} does not decode: {first}")
         return data, manifest
 
     def has(self, name: str) -> bool:
@@ -171,12 +197,17 @@ class BlobStore:
     # -- make once ---------------------------------------------------------------------------
     @contextmanager
     def lock(self, name: str) -> Iterator[bool]:
-        """Hold entry ``name``'s lock (True), or, past ``$VITROBUST_LOCK_TIMEOUT``, go on without
-        it (False, with a warning)."""
+        """Hold entry ``name``'s lock (True), or, past ``$VITROBUST_LOCK_TIMEOUT`` or when the
+        lock file cannot be created, go on without it (False, with a warning)."""
         path = self.lock_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(str(path))
-        if not _acquire(lock, f"{self.what} {name}"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            acquired = _acquire(lock, f"{self.what} {name}")
+        except OSError as exc:   # a read-only or full cache folder: the entry's write will say so too
+            log.warning("cannot lock %s %s: %s; making it without the lock", self.what, path, exc.strerror or exc)
+            acquired = False
+        if not acquired:
             yield False
             return
         try:
@@ -254,10 +285,16 @@ def dumps(tensors) -> bytes:
 
 
 def loads(data: bytes):
-    """Tensors back from :func:`dumps` bytes, on the CPU; no pickled code runs."""
+    """Tensors back from :func:`dumps` bytes, on the CPU; no pickled code runs (anything but
+    tensors and plain containers is a ``ValueError`` in one line)."""
+    import pickle
+
     import torch
 
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:   # torch explains in a paragraph; the gist is one line
+        raise ValueError("it pickles objects other than tensors (refused by torch.load weights_only=True)") from None
 
 
 def _holds(blob: Path, digest: str, size: int) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .errors import VitrobustError
+from .fileio import WriteError
 
 
 class CheckFailed(AssertionError):
@@ -93,8 +94,12 @@ class CheckItem(pytest.Item):
         option = self.config.getoption
         confidence = option("vitrobust_confidence") or self.spec.confidence
         engine = session.engine
-        verdict = engine.evaluate(self.check.node, self.spec.attacks, self.spec.data, self.spec.id, confidence,
-                                  label=self.check.text)
+        try:
+            verdict = engine.evaluate(self.check.node, self.spec.attacks, self.spec.data, self.spec.id,
+                                      confidence, label=self.check.text)
+        except WriteError as exc:   # a full disk or a read-only cache: no later check can do better
+            self.session.shouldstop = f"{exc} (the checks decided before it are kept)"
+            raise
         policy = option("vitrobust_inconclusive") or self.check.inconclusive or self.spec.inconclusive
         record = session.checks[self.nodeid]
         record.status, record.message, record.confidence = verdict.status, verdict.message, confidence

@@ -31,6 +31,7 @@ from tabulate import tabulate
 
 from .defaults import CONFIDENCE, MARGIN
 from .measures import is_measure, measure_kind
+from .numerics import FIELDS as NUMERICS
 from .record import CheckRecord, MeasurementRecord, RunRecord
 from .report_format import interval_of
 from .stats import mcnemar_one_sided
@@ -191,15 +192,31 @@ def compare(current: RunRecord, baseline: RunRecord, margin: float = MARGIN,
 COMPARABLE_CONFIG = ("data", "zoo", "max_images", "device", "precision", "batch_size", "seeds")
 
 
+def numerics_differences(current: RunRecord, baseline: RunRecord) -> list[str]:
+    """``torch 2.3.0 there, 2.4.1 here`` for the torch version and each numerics field
+    (:mod:`vitrobust.numerics`) both runs recorded and that differ; a record from before the
+    field existed (None) is not a difference."""
+    pairs = [("torch", (baseline.versions or {}).get("torch"), (current.versions or {}).get("torch"))]
+    pairs += [(key, getattr(baseline.config, key), getattr(current.config, key)) for key in NUMERICS]
+    return [f"{key} {old} there, {new} here" for key, old, new in pairs
+            if old is not None and new is not None and old != new]
+
+
 def comparability_notes(current: RunRecord, baseline: RunRecord) -> list[str]:
     """What the reader should know before the verdict: settings that differ between the two
     runs (a capped smoke run, another data source or zoo: still compared, unpaired where the
-    images differ, but not like for like) and measurement kinds the gate cannot judge because
-    no registered measure declares them."""
+    images differ, but not like for like), torch numerics that differ (one line: another torch,
+    thread count, CPU capability, deterministic-algorithms flag or matmul precision), and
+    measurement kinds the gate cannot judge because no registered measure declares them."""
     notes = [f"note: {key} differs from the baseline ({getattr(baseline.config, key)!r} there, "
              f"{getattr(current.config, key)!r} here); its measurements are not like for like"
              for key in COMPARABLE_CONFIG
              if getattr(current.config, key) != getattr(baseline.config, key)]
+    differ = numerics_differences(current, baseline)
+    if differ:
+        notes.append(f"note: torch numerics differ from the baseline ({'; '.join(differ)}): the same "
+                     "seed need not give bitwise the same images, so a small move may be rounding, "
+                     "not a regression")
     unknown = sorted({m.kind for m in current.measurements if not is_measure(m.kind)})
     if unknown:
         notes.append(f"note: measurement kind(s) {', '.join(map(repr, unknown))} are not "

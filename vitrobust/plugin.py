@@ -8,7 +8,9 @@ selects by spec, model, attack or compression.
 The session's state lives in one plugin object, :class:`VitrobustSession`, registered in
 ``pytest_configure`` (the idiom of pytest's own ``stepwise`` and ``cacheprovider``): the zoo
 config, the :class:`~vitrobust.engine.Engine` that computes every measurement once, the check
-records, and at the end the run: reports, the results database and the baseline gate.
+records, and the run: its ``running`` row in the results database when the first check starts
+(so a killed session leaves a row that reads as ``interrupted``), and at the end its reports,
+the complete row and the baseline gate.
 
 Under pytest-xdist (``-n N``) :mod:`vitrobust.plugin_xdist` joins it: workers hand their results
 to the controller, which finishes one run with all of them.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from . import defaults
+from . import defaults, faults
 
 PLUGIN_NAME = "vitrobust-session"
 
@@ -127,6 +129,8 @@ class VitrobustSession:
         self.started = local_time_iso()
         self.checks: dict[str, object] = {}     # nodeid -> CheckRecord, in run order
         self.summary: dict | None = None
+        self.run_id: str | None = None   # the database's running row, once the first check starts
+        self._begun = False
         self._engine = None
         self._zoo = None
         self._zoo_loaded = False
@@ -197,8 +201,11 @@ class VitrobustSession:
                 spec=item.spec.id, nodeid=item.nodeid, check=check.text, params=dict(check.params),
                 claim=check.claim, xfail_reason=check.expected_not_to_pass(one_build)))
         yield
+        faults.point("check-done")
 
     def pytest_runtest_logreport(self, report):
+        if not self._begun and "vitrobust_spec" in report.keywords:
+            self._begin_run()
         record = self.checks.get(report.nodeid)
         if record is None:
             return
@@ -207,6 +214,23 @@ class VitrobustSession:
                 record.outcome = "xfailed" if report.skipped else "xpassed"
             else:
                 record.outcome = report.outcome
+
+    def _begin_run(self) -> None:
+        """The run's ``running`` row, at the first check's first report (a worker of
+        pytest-xdist begins nothing: its controller sees the reports too, and records the run).
+        A database that cannot be used is not the checks' problem: the session goes on and the
+        same error ends it, with the results saved (``pytest_sessionfinish``)."""
+        self._begun = True
+        if hasattr(self.config, "workerinput") or self.config.getoption("vitrobust_no_report"):
+            return
+        from .run import RunOptions, begin_run
+
+        data = self.config.getoption("vitrobust_data") or (self.zoo and self.zoo.data) or defaults.DATA_SOURCE
+        try:
+            self.run_id = begin_run(RunOptions.from_config(self.config, self.started), data)
+        except Exception:   # noqa: BLE001 - reported at the end, where the results are saved
+            return
+        faults.point("run-begun")
 
     # -- the end ------------------------------------------------------------------------------
     def _own_results(self):
@@ -218,15 +242,20 @@ class VitrobustSession:
     def pytest_sessionfinish(self, session, exitstatus):
         if self.config.getoption("vitrobust_no_report"):
             return
-        results = self.results()
-        if results is None:
-            return
-        from .run import RunOptions, finish_run, save_unfinished
+        from .run import RunOptions, discard_run, finish_run, save_unfinished
 
         options = RunOptions.from_config(self.config, self.started)
+        results = self.results()
+        if results is None:
+            if self.run_id is not None:   # begun, yet no check built an engine: nothing to record
+                try:
+                    discard_run(options, self.run_id)
+                except Exception:   # noqa: BLE001 - the row then reads as interrupted; nothing is lost
+                    pass
+            return
         engine, checks = results
         try:
-            self.summary = finish_run(engine, checks, options)
+            self.summary = finish_run(engine, checks, options, self.run_id)
         except Exception as exc:   # whatever broke reporting, the results are saved and the session fails
             path = save_unfinished(engine, checks, options)
             self.summary = {"run_id": None, "regressions": [],

@@ -26,7 +26,6 @@ from typing import Callable
 import torch
 
 from .blobstore import dumps, loads
-from .fileio import WriteError
 from .objectstore import as_root, open_store
 
 log = logging.getLogger(__name__)
@@ -71,11 +70,9 @@ class PredCache:
         ``create`` runs once: the others wait for the entry's lock, then read it."""
         def make():
             predictions = _predictions({"predictions": create()})
-            try:
-                self.store.put(self.entry(material), dumps({"predictions": predictions}),
-                               {"material": material, "images": len(predictions)})
-            except WriteError as exc:   # a full or read-only cache: the predictions are still this run's
-                log.warning("%s; the predictions are used without being cached", exc)
+            # a refused write (WriteError) ends the session (vitrobust.collect)
+            self.store.put(self.entry(material), dumps({"predictions": predictions}),
+                           {"material": material, "images": len(predictions)})
             return predictions
 
         predictions, made = self.store.get_or_create(self.entry(material), lambda: self.get(material), make)

@@ -128,10 +128,11 @@ class RunWarning:
 @dataclass
 class RunConfig:
     """What the numbers depend on besides the code: data, zoo, image cap, confidence, device,
-    precision, scoring batch, argv.
+    precision, scoring batch, argv, and torch's own numerics (:mod:`vitrobust.numerics`).
 
     The device defaults are what every run made before devices existed used (CPU, fp32, batch
-    256), so older records read back as what they were.
+    256), so older records read back as what they were. The numerics of an older record are
+    unknown: None.
     """
 
     data: Optional[str] = None
@@ -143,6 +144,10 @@ class RunConfig:
     precision: str = "fp32"                    # fp32, bf16, fp16 (autocast)
     batch_size: int = 256                      # images per model call when scoring (at most 64 above 64x64)
     seeds: int = 1                             # training-seed replicas every check is decided across
+    threads: Optional[int] = None              # torch.get_num_threads()
+    deterministic: Optional[bool] = None       # torch.are_deterministic_algorithms_enabled()
+    cpu_capability: Optional[str] = None       # torch.backends.cpu.get_cpu_capability(): AVX2, AVX512, ...
+    matmul_precision: Optional[str] = None     # torch.get_float32_matmul_precision(): highest, high (TF32)
 
 
 @dataclass

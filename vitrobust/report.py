@@ -18,6 +18,7 @@ import os
 import re
 from pathlib import Path
 
+from . import faults
 from .errors import VitrobustError
 from .fileio import atomic_write, atomic_write_text
 from .plots import make_plots
@@ -99,8 +100,12 @@ def write_reports(run: RunRecord, out_dir: str | os.PathLike) -> dict[str, Path]
         path = folder / "plots" / f"{plot.name}.png"
         paths[f"png:{plot.name}"] = atomic_write(path, lambda tmp, png=plot.png: tmp.write_bytes(png))
         plot_files[plot.title] = f"plots/{plot.name}.png"
+        faults.point("report-file")
     paths["json"] = atomic_write_text(folder / "report.json", report_json(run))
+    faults.point("report-file")
     paths["md"] = atomic_write_text(folder / "report.md", markdown(run, plot_files))
+    faults.point("report-file")
     paths["html"] = atomic_write_text(folder / "report.html", html_page(run, plots, notes))
+    faults.point("report-file")
     paths["latest"] = update_latest(out_dir, run_id)
     return paths

@@ -84,6 +84,23 @@ def config_text(run: RunRecord) -> str:
                         "batch_size": c.batch_size, "args": " ".join(map(str, c.args))})
 
 
+def numerics_text(run: RunRecord) -> str:
+    """``torch 2.4.1, cpu fp32, 8 threads, AVX2, deterministic algorithms off, matmul highest``:
+    what bitwise reproduction needs (vitrobust.numerics), for the reports' headers. The parts
+    an older record lacks are left out."""
+    c = run.config
+    parts = [f"torch {(run.versions or {}).get('torch', 'unknown')}", f"{c.device} {c.precision}"]
+    if c.threads is not None:
+        parts.append(f"{c.threads} threads")
+    if c.cpu_capability:
+        parts.append(str(c.cpu_capability))
+    if c.deterministic is not None:
+        parts.append(f"deterministic algorithms {'on' if c.deterministic else 'off'}")
+    if c.matmul_precision:
+        parts.append(f"matmul {c.matmul_precision}")
+    return ", ".join(parts)
+
+
 def check_values(run: RunRecord, check: CheckRecord) -> list[tuple[str, str]]:
     """``[(measure key, value with interval)]`` for the values a check compared."""
     by_spec, by_key = {}, {}

@@ -10,8 +10,8 @@ from tabulate import tabulate
 from .profile import by_kind, summary_lines
 from .record import RunRecord
 from .report_format import (DATA_HEADERS, MODEL_HEADERS, SEED_HEADERS, data_rows, check_values, meas_headers,
-                            meas_rows, model_rows, not_reproduced, outcome_line, params_text, seed_rows,
-                            statistic, summary_counts, interval_label, warning_text)
+                            meas_rows, model_rows, not_reproduced, numerics_text, outcome_line, params_text,
+                            seed_rows, statistic, summary_counts, interval_label, warning_text)
 
 
 def terminal_summary(run: RunRecord) -> str:
@@ -19,7 +19,7 @@ def terminal_summary(run: RunRecord) -> str:
     counts = summary_counts(run)
     lines = [f"vitrobust run {run.run_id}: {outcome_line(counts)} "
              f"({counts['checks']} checks, {counts['measurements']} measurements, "
-             f"{counts['models']} models)"]
+             f"{counts['models']} models)", f"numerics: {numerics_text(run)}"]
     if run.checks:
         rows = [(c.spec, c.check, params_text(c.params), c.status, c.outcome,
                  "\n".join(f"{k} = {v}" for k, v in check_values(run, c)), statistic(c))
@@ -45,6 +45,7 @@ def markdown(run: RunRecord, plot_files: dict[str, str] | None = None) -> str:
     out = [f"# vitrobust report `{run.run_id}`", "",
            f"Started {run.started}, finished {run.finished}, "
            f"commit `{run.git_commit or 'unknown'}`. {params_text(run.versions)}", "",
+           f"Numerics: {numerics_text(run)}.", "",
            "## Summary", "",
            f"**{outcome_line(counts)}** — {counts['checks']} checks in {counts['specs']} specs, "
            f"{counts['measurements']} measurements, {counts['models']} models, "

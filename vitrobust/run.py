@@ -1,6 +1,9 @@
-"""Finishing a run: assemble the run record, write reports, record it, apply baselines.
+"""Beginning and finishing a run: the database row, the run record, reports, baselines.
 
-Shared by the pytest plugin and the CLI so both produce the same artifacts.
+Shared by the pytest plugin and the CLI so both produce the same artifacts. A run is begun
+(:func:`begin_run`: a ``running`` row in the results database) when its first check starts, so
+a session killed after that leaves a row that reads as ``interrupted``
+(:meth:`vitrobust.store.Store.list_runs`); :func:`finish_run` completes that row.
 """
 from __future__ import annotations
 
@@ -8,11 +11,14 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, defaults
+from . import __version__, defaults, faults
+from .fileio import write_text_somewhere
+from .numerics import numerics
 from .record import RunConfig, RunRecord, local_time_iso, new_run_id
 
 
@@ -71,44 +77,63 @@ def build_run_record(engine, checks: list, options: RunOptions, run_id: str) -> 
         config=RunConfig(data=engine.data_source, zoo=options.zoo, max_images=engine.max_images,
                          confidence=options.confidence, args=list(options.args),
                          device=str(engine.device), precision=engine.precision,
-                         batch_size=engine.batch_size, seeds=engine.seeds),
+                         batch_size=engine.batch_size, seeds=engine.seeds, **numerics()),
         checks=list(checks), **parts)
 
 
 def save_unfinished(engine, checks: list, options: RunOptions) -> Path:
-    """Dump the raw results as JSON when reporting fails, so a long run is never lost."""
-    out = Path(options.report_dir) / f"unfinished-{new_run_id()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Dump the raw results as JSON when reporting fails, so a long run is never lost: in the
+    report folder, or the temp folder when that one refuses the write (full, read-only)."""
+    out = Path(f"unfinished-{new_run_id()}.json")
     try:
         record = build_run_record(engine, checks, options, out.stem).to_dict()
     except Exception as exc:   # keep at least the checks, whatever else broke
         from dataclasses import asdict
 
         record = {"checks": [asdict(c) for c in checks], "error": repr(exc)}
-    out.write_text(json.dumps(record, default=str, indent=1))
-    return out
+    return write_text_somewhere([options.report_dir, tempfile.gettempdir()], out.name,
+                                json.dumps(record, default=str, indent=1))
 
 
-def finish_run(engine, checks: list, options: RunOptions) -> dict:
-    """Write reports and the database row for this run; compare with a baseline if asked.
+def begin_run(options: RunOptions, data_source: str | None = None) -> str:
+    """Insert this run's ``running`` row (header and process) and return its id."""
+    from .store import Store
+
+    with Store(options.db) as store:
+        return store.begin_run(RunRecord(run_id=new_run_id(), started=options.started,
+                                         git_commit=git_commit(options.cwd), versions=versions(),
+                                         config=RunConfig(data=data_source)))
+
+
+def discard_run(options: RunOptions, run_id: str) -> None:
+    """Delete a begun run that has nothing to record (no check built an engine)."""
+    from .store import Store
+
+    with Store(options.db) as store:
+        store.discard_run(run_id)
+
+
+def finish_run(engine, checks: list, options: RunOptions, run_id: str | None = None) -> dict:
+    """Write the database row and the reports for this run (begun as ``run_id``, or now);
+    compare with a baseline if asked.
 
     Returns {run_id, paths, regressions, text} where text is the terminal summary.
     """
     from .report import terminal_summary, write_reports
     from .store import Store
 
+    run_id = run_id or begin_run(options, engine.data_source)
     store = Store(options.db)
-    run_id = store.begin_run(RunRecord(run_id=new_run_id(), started=options.started,
-                                       git_commit=git_commit(options.cwd), versions=versions(),
-                                       config=RunConfig(data=engine.data_source)))
     run = build_run_record(engine, checks, options, run_id)
     started = time.perf_counter()
     store.record(run)
+    faults.point("run-recorded")
     paths = write_reports(run, Path(options.report_dir))
     lines = [terminal_summary(run),
              f"  {time.perf_counter() - started:8.1f} s  writing the reports and the database row",
              f"adversarial sets: {run.cache['adversarial_generated']} generated, "
-             f"{run.cache['adversarial_reused']} reused from the cache"]
+             f"{run.cache['adversarial_reused']} reused from the cache; predictions: "
+             f"{run.cache.get('predictions_generated', 0)} made, {run.cache.get('predictions_reused', 0)} reused"]
     regressions = []
     if options.save_baseline:
         store.save_baseline(options.save_baseline, run_id)

@@ -4,13 +4,19 @@ SQLite (stdlib ``sqlite3``) in WAL mode, default path ``reports/vitrobust.sqlite
 ``postgresql://`` URL, the same tables and the same queries in PostgreSQL (``psycopg``, the
 ``vitrobust[postgres]`` extra), for CI runners that are thrown away after each job. What differs
 between the two is in :mod:`vitrobust.store_backend`. A run is
-written in two steps: :meth:`Store.begin_run` inserts a row with status ``running`` (so an
-interrupted run leaves a trace for ``list_runs(include_incomplete=True)``), and
-:meth:`Store.record` writes the models, measurements and checks *and* flips the status to
-``complete`` in one transaction. Readers (:meth:`load_run`, :meth:`latest_run`,
-:meth:`baseline_run`) only ever see complete runs, so a process killed mid-record is never read
-back as a result: SQLite rolls the open transaction back on the next open (PostgreSQL when the
-connection drops).
+written in two steps: :meth:`Store.begin_run` inserts a row with status ``running`` when the
+session's first check starts, and :meth:`Store.record` writes the models, measurements and
+checks *and* flips the status to ``complete`` in one transaction at its end. Readers
+(:meth:`load_run`, :meth:`latest_run`, :meth:`baseline_run`, so the gate) only ever see complete
+runs, so a process killed mid-record is never read back as a result: SQLite rolls the open
+transaction back on the next open (PostgreSQL when the connection drops).
+
+A killed session leaves its ``running`` row. The row holds the process that began it (pid, host,
+and on Linux the boot and the process's start time, so a reused pid is not taken for it), and
+:meth:`list_runs` shows ``interrupted`` for a row whose process is gone. That is decided when
+read, not written back: no reader changes the database, no stale row needs a sweep, and the
+``status`` column keeps the two values every version of the schema allows. A row begun on
+another host stays ``running``: from here, its process cannot be seen.
 
 It stores and returns :class:`vitrobust.record.RunRecord` (schema in ``docs/record.md``): what
 :meth:`load_run` returns equals what :meth:`record` was given. The fields worth querying in SQL
@@ -21,11 +27,14 @@ schema change. The store writes what it is given and invents nothing (times are 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import faults
+from .liveness import process_gone, this_process
 from .record import RunRecord, new_run_id
 from .store_backend import StoreError, open_database
 
@@ -107,6 +116,20 @@ def _pop_cols(entry: dict, cols) -> list:
     return [_scalar(entry.pop(c, None)) for c in cols]
 
 
+def _translated(method):
+    """Driver errors (a damaged file, a lost connection) as one-line StoreErrors
+    naming the database, whichever method met them."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except self._conn.errors as exc:
+            raise StoreError(self._conn.describe(exc)) from None
+    return wrapper
+
+
+
+
 class Store:
     """The results database at ``path``: an SQLite file (created with its parent folder unless
     ``create=False``) or a ``postgresql://user:password@host:port/dbname`` URL (its tables are
@@ -121,8 +144,7 @@ class Store:
             self._init_schema()
         except self._conn.errors as exc:
             self._conn.close()
-            raise StoreError(f"cannot use {self.where} as a results database: "
-                             f"{' '.join(str(exc).split())}") from None
+            raise StoreError(self._conn.describe(exc)) from None
         except StoreError:
             self._conn.close()
             raise
@@ -154,9 +176,11 @@ class Store:
         return self._conn.transaction(write=True)
 
     # -- writing ---------------------------------------------------------------------------
+    @_translated
     def begin_run(self, run: RunRecord) -> str:
         """Insert a ``running`` row for ``run`` (its header: id, started, commit, versions,
-        config; models and results may still be empty); returns its run id, a new one
+        config; models and results may still be empty) and for the process calling this (see
+        :func:`this_process`); returns its run id, a new one
         (:func:`vitrobust.record.new_run_id`) when the record has none."""
         run_id = run.run_id or new_run_id()
         with self._transaction():
@@ -164,12 +188,20 @@ class Store:
                 raise StoreError(f"run {run_id} already exists in {self.where}")
             head = run.to_dict()
             self._conn.execute(
-                "INSERT INTO runs (run_id, started, git_commit, versions, config, status) "
-                "VALUES (?, ?, ?, ?, ?, 'running')",
+                "INSERT INTO runs (run_id, started, git_commit, versions, config, extra, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'running')",
                 (run_id, head["started"], head["git_commit"], _dump(head["versions"]),
-                 _dump(head["config"])))
+                 _dump(head["config"]), _dump({"process": this_process()})))
         return run_id
 
+    @_translated
+    def discard_run(self, run_id: str) -> None:
+        """Delete run ``run_id`` if it is still ``running`` (a session that had nothing to
+        record); a complete run is never deleted."""
+        with self._transaction():
+            self._conn.execute("DELETE FROM runs WHERE run_id=? AND status='running'", (run_id,))
+
+    @_translated
     def record(self, run: RunRecord) -> str:
         """Write a whole run record in one transaction and mark it complete; returns its id.
 
@@ -201,6 +233,7 @@ class Store:
             self._insert_models(run_id, models)
             self._insert_measurements(run_id, measurements)
             self._insert_checks(run_id, checks)
+            faults.point("db-transaction")
             # Last statement of the transaction: only now does the run become visible.
             self._conn.execute("UPDATE runs SET status='complete', finished=? WHERE run_id=?",
                                (cols[2], run_id))
@@ -241,6 +274,7 @@ class Store:
                 " extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, seq, *cols, text, _dump(params), _dump(values), _dump(check)))
 
+    @_translated
     def save_baseline(self, name: str, run_id: str) -> None:
         """Point baseline ``name`` at complete run ``run_id`` (``"latest"`` allowed); replaces."""
         if run_id == "latest":
@@ -267,6 +301,7 @@ class Store:
         ).fetchone()
         return None if row is None else row[0]
 
+    @_translated
     def load_run(self, run_id: str) -> RunRecord:
         """The complete run ``run_id``, equal to what was recorded; :class:`UnknownRun` otherwise."""
         # One read transaction, so a concurrent writer cannot show us half of another state.
@@ -278,9 +313,7 @@ class Store:
         row = self._conn.execute("SELECT * FROM runs WHERE run_id=? AND status='complete'",
                                  (run_id,)).fetchone()
         if row is None:
-            state = self._status(run_id)
-            why = "never completed (interrupted?)" if state == "running" else "is not recorded"
-            raise UnknownRun(f"run {run_id!r} {why} in {self.where}")
+            raise UnknownRun(f"run {run_id!r} {self._why_not(run_id)} in {self.where}")
         run = _load(row["extra"]) or {}
         run.update({c: row[c] for c in _RUN_COLS})
         run.update({c: _load(row[c]) for c in _RUN_JSON})
@@ -305,11 +338,25 @@ class Store:
             run["checks"].append(check)
         return run
 
+    def _why_not(self, run_id: str) -> str:
+        row = self._conn.execute("SELECT status, extra FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            return "is not recorded"
+        process = (_load(row["extra"]) or {}).get("process")
+        if process_gone(process):
+            return (f"never completed: it was interrupted (its process {process['pid']} on "
+                    f"{process['host']} is gone)")
+        if isinstance(process, dict):
+            return f"never completed: it is still running, or was interrupted on {process.get('host')}"
+        return "never completed (interrupted?)"
+
+    @_translated
     def latest_run(self) -> RunRecord | None:
         """The most recently finished complete run, or None when there is none."""
         run_id = self._latest_id()
         return None if run_id is None else self.load_run(run_id)
 
+    @_translated
     def baseline_run(self, name: str) -> RunRecord:
         """The run that baseline ``name`` points at; :class:`UnknownBaseline` otherwise."""
         row = self._conn.execute("SELECT run_id FROM baselines WHERE name=?", (name,)).fetchone()
@@ -318,18 +365,33 @@ class Store:
             raise UnknownBaseline(f"unknown baseline {name!r} in {self.where} (known: {known})")
         return self.load_run(row[0])
 
+    @_translated
     def list_baselines(self) -> list[dict]:
         """``{name, run_id, created}`` per baseline, by name."""
         rows = self._conn.execute("SELECT name, run_id, created FROM baselines ORDER BY name")
         return [dict(r) for r in rows]
 
+    @_translated
     def list_runs(self, include_incomplete: bool = False) -> list[dict]:
-        """Summaries (run_id, started, finished, status, git_commit, counts), newest first."""
+        """Summaries (run_id, started, finished, status, git_commit, counts, and for a run not
+        complete the pid and host that began it), newest first. ``include_incomplete`` adds
+        runs not complete: ``interrupted`` when their process is gone (:func:`process_gone`),
+        else ``running``."""
         where = "" if include_incomplete else "WHERE r.status='complete'"
         rows = self._conn.execute(
             "SELECT r.run_id, r.started, r.finished, r.status, r.git_commit, "
             "(SELECT count(*) FROM measurements m WHERE m.run_id=r.run_id) AS measurements, "
             "(SELECT count(*) FROM checks c WHERE c.run_id=r.run_id) AS checks, "
             "(SELECT count(*) FROM checks c WHERE c.run_id=r.run_id AND c.outcome='failed') "
-            f"AS failed FROM runs r {where} ORDER BY r.started DESC NULLS LAST, r.rowid DESC")
-        return [dict(r) for r in rows]
+            "AS failed, CASE WHEN r.status='complete' THEN NULL ELSE r.extra END AS extra "
+            f"FROM runs r {where} ORDER BY r.started DESC NULLS LAST, r.rowid DESC")
+        out = []
+        for row in rows:
+            run = dict(row)
+            process = (_load(run.pop("extra")) or {}).get("process") or {}
+            if run["status"] != "complete":
+                run.update(pid=process.get("pid"), host=process.get("host"))
+                if process_gone(process):
+                    run["status"] = "interrupted"
+            out.append(run)
+        return out

@@ -20,14 +20,19 @@ column types          as written                     ``REAL`` -> ``DOUBLE PRECIS
 ``rowid``             implicit in every table        an identity column ``rowid`` in every table
 rows                  ``sqlite3.Row``                :class:`Row` (by position and by name)
 errors                ``sqlite3.DatabaseError``      ``psycopg.Error``
+a damaged database    one line: move the file aside  (the server's business)
 ``create=False``      the file must exist            the vitrobust tables must exist
 ====================  =============================  ==========================================
 
 Messages name a database by :attr:`Database.where`: the path, or the URL without its password.
+Every driver error becomes one line (:meth:`Database.describe`); for an SQLite file that is not
+a database or is damaged (garbage, truncated), the line says how to move it aside, since nothing
+in it can be trusted and the next run makes a new one.
 """
 from __future__ import annotations
 
 import re
+import shlex
 import sqlite3
 from contextlib import contextmanager
 from functools import lru_cache
@@ -75,6 +80,10 @@ class Database:
         """One statement of the store's schema, in this database's types."""
         return statement
 
+    def describe(self, exc: BaseException) -> str:
+        """A driver error as one line naming this database."""
+        return f"cannot use {self.where} as a results database: {one_line(exc)}"
+
     @contextmanager
     def transaction(self, write: bool):
         """One transaction: committed at the end, rolled back on any exception."""
@@ -82,7 +91,10 @@ class Database:
         try:
             yield
         except BaseException:
-            self.execute("ROLLBACK")
+            try:
+                self.execute("ROLLBACK")
+            except self.errors:   # a damaged file or a lost connection: the first error says why
+                pass
             raise
         self.execute("COMMIT")
 
@@ -111,16 +123,45 @@ class SQLiteDatabase(Database):
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot use {self.where} as a results database: "
-                             f"{one_line(exc)}") from None
+            raise StoreError(self.describe(exc)) from None
 
     def execute(self, sql: str, params=()):
         return self._conn.execute(sql, params)
+
+    def describe(self, exc: BaseException) -> str:
+        damage = _sqlite_damage(exc)
+        if damage is None:
+            return super().describe(exc)
+        return (f"{self.where}: {damage} ({one_line(exc)}); move it aside "
+                f"({_move_aside(self.path)}) and re-run")
 
     def _begin(self, write: bool) -> None:
         # IMMEDIATE takes the write lock up front, so two writers queue instead of failing
         # half-way; a plain BEGIN reads one snapshot.
         self.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+_NOTADB, _CORRUPT = 26, 11   # SQLite's primary result codes SQLITE_NOTADB, SQLITE_CORRUPT
+
+
+def _sqlite_damage(exc: BaseException) -> str | None:
+    """What is wrong with the file, when ``exc`` says it is not (or no longer) a database."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc).lower()
+    if code == _NOTADB or "not a database" in text:
+        return "not a SQLite database"
+    if code == _CORRUPT or "malformed" in text:
+        return "a damaged SQLite database"
+    return None
+
+
+def _move_aside(path: Path) -> str:
+    """The shell command that moves the file to a free ``.bad`` name. (Its ``-wal`` and ``-shm``
+    companions, if any, may stay: SQLite deletes a WAL it finds beside an empty database file.)"""
+    bad, n = Path(f"{path}.bad"), 1
+    while bad.exists():
+        bad, n = Path(f"{path}.bad{n}"), n + 1
+    return f"mv {shlex.quote(str(path))} {shlex.quote(str(bad))}"
 
 
 def redacted_url(url: str) -> str:

@@ -4,7 +4,9 @@ Entries follow the store protocol of :mod:`vitrobust.blobstore` under ``<cache>/
 state dict is a blob named by its sha256 (so a flipped byte is caught, not loaded as other
 weights), and ``<name>-<key>.json`` is written last and commits it. :func:`get_or_train` trains
 a model once across processes: one trains, the others wait for the entry's lock and load its
-weights. A weights file of the layout before (``<name>-<key>.pt``, no checksum) is adopted once.
+weights. A cache that refuses the write (full, read-only) is one warning line naming the file,
+and the model trained is used uncached. A weights file of the layout before
+(``<name>-<key>.pt``, no checksum) is adopted once.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .. import __version__
+from .. import __version__, faults
 from ..blobstore import BlobStore, dumps, loads
 from ..objectstore import CacheURL, as_root, open_store
 
@@ -89,15 +91,15 @@ def load_weights(name: str, key: str) -> dict | None:
 
 def _load_weights(name: str, key: str) -> dict | None:
     store = _store()
-    found = store.get(_entry(name, key))
-    if found is None:
-        return _adopt(store, name, key)
-    try:
-        return loads(found[0])
-    except Exception as exc:  # checksum fine, yet not a state dict: treat as a miss and rebuild
-        log.warning("cached model %s is unusable (%s); rebuilding it",
-                    store.manifest_path(_entry(name, key)), exc)
-        return None
+    found = store.get(_entry(name, key), decode=_state_dict)
+    return _adopt(store, name, key) if found is None else found[0]
+
+
+def _state_dict(data: bytes) -> dict:
+    state = loads(data)
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"a {type(state).__name__}, not a state dict")
+    return state
 
 
 def save_weights(name: str, key: str, payload: dict) -> Path:
@@ -120,7 +122,9 @@ def get_or_train(name: str, key: str, train: Callable[[], dict]) -> tuple[dict, 
 
     def make():
         state = train()
-        save_weights(name, key, state)
+        faults.point("model-trained")
+        save_weights(name, key, state)   # a refused write (WriteError) ends the session
+        faults.point("model-committed")
         return state
 
     return _store().get_or_create(_entry(name, key), lambda: load_weights(name, key), make)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import faults
 from ..data import Dataset
 from ..device import home_device, place, training_device
 from .wrapper import ModelWrapper
@@ -118,6 +119,7 @@ def _fit(model, train, recipe, loss_fn, params, desc, progress, device) -> float
             optimizer.step()
             scheduler.step()
             last = loss.item()
+        faults.point("train-epoch")
         bar.set_postfix(loss=f"{last:.3f}")
     # Leave no .grad behind: a trained model (e.g. a teacher) must look untouched to callers.
     optimizer.zero_grad(set_to_none=True)
