@@ -459,3 +459,16 @@ def test_damage_met_after_opening_is_one_line_too(tmp_path):
             for run in s.list_runs():
                 s.load_run(run["run_id"])
     assert str(err.value).startswith(f"{path}: a damaged SQLite database") and "\n" not in str(err.value)
+
+
+def test_the_runs_command_lists_complete_runs_and_with_all_the_interrupted_one(store, db, capsys):
+    from vitrobust.cli import main
+
+    store.record(make_run("done", finished="2026-11-22T01:00:00+00:00"))
+    _begin_in_a_child(db.main, "killed")
+    assert main(["runs", "--db", str(db.main)]) == 0
+    out = capsys.readouterr().out
+    assert "done" in out and "complete" in out and "killed" not in out
+    assert main(["runs", "--db", str(db.main), "--all"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert "interrupted" in lines["killed"] and "complete" in lines["done"]

@@ -279,6 +279,21 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    """The recorded runs, newest first; with --all also those that never completed (a run whose
+    process is gone reads as interrupted)."""
+    from tabulate import tabulate
+
+    from .store import Store
+
+    with Store(args.db, create=False) as store:
+        runs = store.list_runs(include_incomplete=args.all)[: args.last]
+    columns = ["run_id", "started", "status", "git_commit", "checks", "failed"]
+    print(tabulate([[str(r.get(c) or "")[:12 if c == "git_commit" else None] for c in columns] for r in runs],
+                   headers=columns) if runs else f"{store.where}: no runs recorded")
+    return 0
+
+
 def _error(message: str) -> int:
     print(f"vitrobust: error: {message}", file=sys.stderr)
     return 2
@@ -340,6 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results database: an SQLite path or a postgresql:// URL")
     p.add_argument("--out", default="reports")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("runs", help="the recorded runs (--all: also interrupted ones), newest first")
+    p.add_argument("--db", default="reports/vitrobust.sqlite",
+                   help="results database: an SQLite path or a postgresql:// URL")
+    p.add_argument("--all", action="store_true", help="also runs that never completed (running, interrupted)")
+    p.add_argument("--last", type=int, default=20, help="at most this many (default 20)")
+    p.set_defaults(func=cmd_runs)
 
     sub.add_parser("gate", help="compare a run with a baseline; exit 1 on regressions", add_help=False)
     sub.add_parser("diff", help="same verdicts and non-timing numbers in two report.json? exit 1 if not",
