@@ -62,6 +62,17 @@ def test_side_by_side_throughput_is_the_one_value_every_reader_sees(engine):
     assert again.value == record.value == engine.model_records["vit_fixture"].throughput
 
 
+def test_models_compared_for_speed_are_timed_side_by_side_only(engine, monkeypatch):
+    from vitrobust import metrics
+
+    timed, real = [], metrics.throughput
+    monkeypatch.setattr(metrics, "throughput", lambda model, *a, **k: timed.append(model.name) or real(model, *a, **k))
+    _check(engine, "throughput(vit_fixture) >= throughput(cnn_fixture) * 0")
+    assert sorted(timed) == ["cnn_fixture"] * 3 + ["vit_fixture"] * 3   # three alternating rounds, nothing alone
+    record = next(r for r in engine.measurements.values() if r.key == "throughput(cnn_fixture)")
+    assert record.value == engine.model_records["cnn_fixture"].throughput > 0
+
+
 def test_uap_artifacts_are_named_by_their_set_and_do_not_grow_across_sessions(tmp_path):
     for _ in range(2):   # two sessions on one cache
         engine = Engine(adv_cache_dir=tmp_path / "adv", progress=False)

@@ -327,23 +327,24 @@ class Engine:
             record.outcomes = [None if math.isnan(v) else int(v) for v in observation.outcomes.tolist()]
         self.measurements[(measure.key, scope.data_slice.key, configs)] = record
 
-    def _throughput_side_by_side(self, timed: list, spec_data: dict | None) -> dict:
-        """Re-time the models of a speed comparison in alternation, and make every place that
-        holds their throughput (models table, measurement records, memo) agree."""
+    def _throughput_side_by_side(self, timed: list, spec_data: dict | None) -> None:
+        """Time the models of a speed comparison in alternation, before the check observes
+        them (so none is timed alone first, only to be timed again), and make every place that
+        already holds their throughput (an earlier check's memo and measurement records) agree."""
         data_slice = self.data_slice(spec_data)
         names = list(dict.fromkeys(m.model for m in timed))
+        batches = [self.model_summary(n, timed=False).throughput_batch for n in names]
         with self.profile.phase("timing", " vs ".join(names)), self.autocast():
-            speeds = dict(zip(names, metrics.throughput_side_by_side(
-                [self.model(n) for n in names],
-                batch_sizes=[self.model_summary(n).throughput_batch for n in names])))
+            speeds = dict(zip(names, metrics.throughput_side_by_side([self.model(n) for n in names],
+                                                                     batch_sizes=batches)))
         for name, speed in speeds.items():
             self.model_records[name].throughput = speed
         for key, observation in self._memo.items():
             if key[0] == "throughput" and key[2] in speeds:
                 observation.value = speeds[key[2]]
         for m in timed:
-            self.measurements[(m.key, data_slice.key, ())].value = speeds[m.model]
-        return {m: Observation(speeds[m.model], None) for m in timed}
+            if (m.key, data_slice.key, ()) in self.measurements:
+                self.measurements[(m.key, data_slice.key, ())].value = speeds[m.model]
 
     # -- checks ---------------------------------------------------------------------------------
     def evaluate(self, node, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
@@ -367,10 +368,10 @@ class Engine:
                      confidence: float) -> dict:
         """Every measure of ``node``, observed (memoized), and each model's row of the models table."""
         named = measures_of(node)
-        observations = {m: self.observe(m, attacks, spec_data, spec_id, confidence) for m in named}
         timed = [m for m in named if m.kind == "throughput"]
-        if len(timed) > 1:   # a comparison of speeds: time the models side by side, now
-            observations.update(self._throughput_side_by_side(timed, spec_data))
+        if len(timed) > 1:   # a comparison of speeds: time the models side by side, first
+            self._throughput_side_by_side(timed, spec_data)
+        observations = {m: self.observe(m, attacks, spec_data, spec_id, confidence) for m in named}
         for m in named:   # every model a check touches gets a row in the models table
             for name in filter(None, (m.model, m.source)):
                 self.model_summary(name)
