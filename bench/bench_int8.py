@@ -5,19 +5,28 @@ on one image at a time (how ``:int8`` models were scored before, and the referen
 same weights with per-image exact linears (:mod:`vitrobust.compress.int8_exact`, how they are
 scored now) in batches. Printed: milliseconds per image of each and the speed-up, the images
 whose prediction differs and the largest logit difference (both 0 when the batched path is
-exact), and whether the weight hash is unchanged. For scale, torch's own kernel on the same
-batches (fast, but one activation scale per batch: not what is scored) is timed too: no batched
-path can do much better than it. Times are the best of ``--rounds`` alternating rounds. Uses
-the trained default zoo (cache or checkpoints).
+exact), and whether the weight hash is unchanged.
 
-    python bench/bench_int8.py [--arch deit_tiny deit_small deit_base] [--batch 64] [--rounds 1] [--threads N]
+For scale, on the same batches: torch's own INT8 kernel (fast, but one activation scale per
+batch: not what is scored), the FP32 parent, and the exact net with its INT8 linears free (they
+return outputs recorded beforehand: the attention, LayerNorms, GELUs and the rest, which both
+paths run in FP32). No batched exact path can beat that floor, so ``per call / floor`` is the
+speed-up's ceiling; one call per image with free linears splits the per-call time the same way.
+Times (see :func:`_table`) by ``--clock``: wall, or the process's CPU time, which other processes
+on a shared machine disturb less. One table per ``--threads`` count. Uses the trained default
+zoo (cache or checkpoints).
+
+    python bench/bench_int8.py [--arch deit_tiny deit_small deit_base] [--batch 64] [--rounds 3]
+                               [--threads 1 2] [--clock wall|cpu]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
+import torch.ao.nn.quantized.dynamic as nnqd
 from tabulate import tabulate
 
 from vitrobust.compress.quantize import BatchInvariant, int8_state_hash, quantize_net
@@ -26,53 +35,96 @@ from vitrobust.defaults import DATA_SOURCE, IMAGE_LIMIT
 from vitrobust.zoo import load_model
 
 
-def _timed(net, x: torch.Tensor, batch: int) -> tuple[torch.Tensor, float]:
+def _timed(net, x: torch.Tensor, batch: int, clock) -> tuple[torch.Tensor, float]:
     """Logits of ``net`` on ``x`` in batches of ``batch``, and the seconds taken."""
-    start = time.perf_counter()
+    start = clock()
     with torch.no_grad():
         out = torch.cat([net(chunk) for chunk in x.split(batch)])
-    return out, time.perf_counter() - start
+    return out, clock() - start
+
+
+class _Replay:
+    """A linear's forward that computes once (the first call), then returns that output's first
+    ``len(x)`` images: the net around it runs on realistic values at no cost of its own."""
+
+    def __init__(self, forward):
+        self.forward, self.output = forward, None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output is None:
+            self.output = self.forward(x)
+        return self.output[:len(x)]
+
+
+def _linears_free(net: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """A copy of ``net`` whose INT8 linears replay their outputs on ``x`` (a full batch)."""
+    free = copy.deepcopy(net)
+    for layer in free.modules():
+        if isinstance(layer, nnqd.Linear):
+            layer.forward = _Replay(layer.forward)
+    with torch.no_grad():
+        free(x)
+    return free
+
+
+def _table(nets: dict, batch: int, rounds: int, clock) -> list:
+    """One row per size. Every path scores each batch in turn (one image at a time for the
+    per-call paths), ``rounds`` times; a path's time is the sum over batches of its best round.
+    Alternating batch by batch, the paths see alike what other processes do to the machine."""
+    rows = []
+    for arch, (model, per_call, torch_net, fp32, x) in nets.items():
+        model.net(x[:batch])                      # warm-up (first-call allocations)
+        paths = {"call": (per_call, 1), "call free": (_linears_free(per_call, x[:1]), 1),
+                 "exact": (model.net, batch), "mixed": (torch_net, batch), "fp32": (fp32, batch),
+                 "free": (_linears_free(model.net, x[:batch]), batch)}
+        chunks = x.split(batch)
+        best = {key: [float("inf")] * len(chunks) for key in paths}
+        logits = {key: [None] * len(chunks) for key in paths}
+        for _ in range(rounds):
+            for i, chunk in enumerate(chunks):
+                for key, (net, size) in paths.items():
+                    logits[key][i], seconds = _timed(net, chunk, size, clock)
+                    best[key][i] = min(best[key][i], seconds)
+        total = {key: sum(times) for key, times in best.items()}
+        ref, exact = torch.cat(logits["call"]), torch.cat(logits["exact"])
+        ms = {key: f"{1e3 * seconds / len(x):.2f}" for key, seconds in total.items()}
+        rows.append([arch, ms["call"], ms["call free"], ms["exact"], f"{total['call'] / total['exact']:.1f}x",
+                     int((exact.argmax(1) != ref.argmax(1)).sum()), f"{(exact - ref).abs().max().item():.3g}",
+                     "yes" if int8_state_hash(per_call.state_dict()) == model.info.weight_hash else "NO",
+                     ms["mixed"], ms["fp32"], ms["free"], f"{total['call'] / total['free']:.1f}x"])
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", default=["deit_tiny", "deit_small", "deit_base"])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", help="torch thread counts, a table each "
+                                                               "(default: torch's own choice)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the process's CPU time, blind to time slices other processes take "
+                             "(meaningful at one thread)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     images = load_dataset(DATA_SOURCE, "test", limit=IMAGE_LIMIT).images
-    rows = []
+    nets = {}
     for arch in args.arch:
         model = load_model(arch + ":int8", progress=False)
         assert model.net.exact, "torch's INT8 kernel here is not fbgemm: nothing to compare"
-        torch_net = quantize_net(load_model(arch, progress=False).net)
-        per_call = BatchInvariant(torch_net, exact=False)
-        x = model.normalize(images)
-        model.net(x[:args.batch])                      # warm-up (first-call allocations)
-        best = {"call": float("inf"), "exact": float("inf"), "mixed": float("inf")}
-        for _ in range(args.rounds):
-            for key, net, batch in (("call", per_call, 1), ("exact", model.net, args.batch),
-                                    ("mixed", torch_net, args.batch)):
-                out, seconds = _timed(net, x, batch)
-                best[key] = min(best[key], seconds)
-                if key == "call":
-                    ref = out
-                elif key == "exact":
-                    exact = out
-        differing = int((exact.argmax(1) != ref.argmax(1)).sum())
-        same_hash = int8_state_hash(per_call.state_dict()) == model.info.weight_hash
-        ms = {key: f"{1e3 * seconds / len(x):.2f}" for key, seconds in best.items()}
-        rows.append([arch, ms["call"], ms["exact"], f"{best['call'] / best['exact']:.1f}x", differing,
-                     f"{(exact - ref).abs().max().item():.3g}", "yes" if same_hash else "NO", ms["mixed"]])
-    print(f"{len(images)} {DATA_SOURCE} test images, batch {args.batch}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} alternating round(s) (best of each)")
-    print(tabulate(rows, headers=["model", "ms/img per call", f"batch {args.batch} exact", "speed-up",
-                                  "differing preds", "max |logit diff|", "same weight hash",
-                                  "torch batched (mixes)"]))
+        fp32 = load_model(arch, progress=False).net.cpu().eval()
+        torch_net = quantize_net(fp32)
+        nets[arch] = model, BatchInvariant(torch_net, exact=False), torch_net, fp32, model.normalize(images)
+    for threads in args.threads or [torch.get_num_threads()]:
+        torch.set_num_threads(threads)
+        rows = _table(nets, args.batch, args.rounds, clock)
+        print(f"\n{len(images)} {DATA_SOURCE} test images, batch {args.batch}, {threads} thread(s), "
+              f"{args.clock} clock, best of {args.rounds} round(s) per batch, paths alternating")
+        print(tabulate(rows, headers=["model", "ms/img per call", "per call, linears free",
+                                      f"batch {args.batch} exact", "speed-up", "differing preds",
+                                      "max |logit diff|", "same weight hash", "torch INT8 batched (mixes)",
+                                      "FP32 batched", "floor: INT8 linears free", "ceiling: per call / floor"]))
 
 
 if __name__ == "__main__":

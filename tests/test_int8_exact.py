@@ -14,6 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from vitrobust import metrics
+from vitrobust.compress import int8_exact
 from vitrobust.compress.int8_exact import ExactDynamicLinear, choose_qparams, exact_int8, fbgemm_kernel, fma32
 from vitrobust.compress.quantize import BatchInvariant, Int8GradientError, int8_state_hash, quantize_net
 
@@ -146,6 +147,32 @@ def test_result_does_not_depend_on_batch_mates():
     for mates in (torch.rand(7, 5, 48) * 100, torch.zeros(3, 5, 48), -torch.rand(1, 5, 48)):
         _assert_same(net(torch.cat([x[:1], mates]))[:1], alone)
     _assert_same(net(x.flip(0)).flip(0), net(x))
+
+
+def test_inputs_in_any_memory_layout():
+    net = _linears(48, 64, 10)
+    x = _awkward_batch()
+    strided = x.transpose(1, 2).contiguous().transpose(1, 2)     # same values, permuted strides
+    assert not strided.is_contiguous()
+    _assert_same(exact_int8(net)(strided), _per_call(net, x))
+
+
+def test_empty_batches_give_empty_results_as_torch():
+    net = _linears(48, 10)
+    for x in (torch.rand(0, 5, 48), torch.rand(3, 0, 48), torch.rand(0, 48)):
+        assert exact_int8(net)(x).shape == net(x).shape
+
+
+def test_dequantizing_fma_is_probed_and_its_emulation_stays_exact(monkeypatch):
+    # torch.addcmul is used where it rounds once; the probe catches a multiply-then-add, and the
+    # float64 emulation (fma32) takes over, with the same logits
+    assert not int8_exact.rounds_once(lambda c, a, b, out: torch.add(c, a * b, out=out))
+    assert int8_exact.rounds_once(lambda c, a, b, out: out.copy_(fma32(a, b, c)))
+    assert int8_exact.addcmul_is_fma() == int8_exact.rounds_once(torch.addcmul)
+    net, x = _linears(48, 96, 10), _awkward_batch()
+    want = _per_call(net, x)
+    monkeypatch.setattr(int8_exact, "addcmul_is_fma", lambda: False)
+    _assert_same(exact_int8(net)(x), want)
 
 
 @settings(max_examples=40, deadline=None)

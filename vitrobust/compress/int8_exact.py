@@ -22,7 +22,9 @@ per image (row ``b`` of dimension 0): the logits of image ``b`` are those of a c
 5. dequantize: fbgemm ``requantizeForFloatAvx2``, ``fma(float(acc), a_scale * w_scale, bias)``
    (the source has a multiply and an add; the build contracts them into one FMA: measured, a
    separate multiply and add differ from the kernel in the last bit of ~1 output in 4), with
-   ``float(acc)`` rounding from 2**24 on as ``cvtepi32_ps`` does (:func:`fma32`).
+   ``float(acc)`` rounding from 2**24 on as ``cvtepi32_ps`` does (torch's int32 to float32
+   conversion rounds the same way). The FMA is ``torch.addcmul``, where it is one
+   (:func:`addcmul_is_fma`: torch's own build contracts it too), else emulated (:func:`fma32`).
 
 Exactness is checked, not assumed: ``tests/test_int8_exact.py`` compares against torch's kernel
 image by image (random nets, varied and degenerate ranges, rounding ties, a timm ViT, property
@@ -38,12 +40,22 @@ Gradients: none by default (torch's module has none either). ``straight_through=
 exact INT8 forward and back-propagates as the FP32 linear with the dequantized INT8 weights
 (input gradient only; the weights are not trainable).
 
+Speed (``bench/bench_int8.py``, one thread): a layer costs two reductions over the batch (the
+ranges), three elementwise passes over its input (scale, round, to int8), ``torch._int_mm``
+(oneDNN; faster than fbgemm's GEMM on the zoo's shapes) and two passes over its output (to
+float, the FMA), each a separate torch op: together ~1.45x the time of torch's fused kernel,
+which mixes images (1.15-1.25x over a whole net of the default zoo). The rest of a ViT runs in
+FP32 on both paths and caps any batched one: batching removes its per-call overhead but not its
+arithmetic (attention costs as much per image in a batch as alone), so in the default zoo even a
+batch whose linears cost nothing is only 5-8x faster than one call per image.
+
 Per-image scalars (ranges, scales, bounds) are computed in numpy: a few dozen tiny torch ops per
 layer cost more than the layer's arithmetic in the small default zoo.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from typing import NamedTuple
 
@@ -65,21 +77,29 @@ def choose_qparams(lo, hi, reduce_range: bool) -> tuple[np.ndarray, np.ndarray]:
     lo = np.minimum(np.asarray(lo, np.float32), np.float32(0))     # the range must contain 0
     hi = np.maximum(np.asarray(hi, np.float32), np.float32(0))
     scale = (hi.astype(np.float64) - lo) / (qmax - qmin)
+    if (scale < SMALL_SCALE).any():    # (degenerate scales are below it too: skipped when none is)
+        lo, hi, scale = _small_ranges(lo, hi, scale, qmax - qmin)
+    lo_steps, hi_steps = lo / scale, hi / scale                     # float64
+    zero_point = np.where(abs(qmin) - np.abs(lo_steps) < abs(qmax) - np.abs(hi_steps),
+                          qmin - lo_steps, qmax - hi_steps)
+    return scale.astype(np.float32), np.round(np.clip(zero_point, qmin, qmax)).astype(np.float32)
+
+
+def _small_ranges(lo, hi, scale, levels):
+    """:func:`choose_qparams`' (lo, hi, scale) where some scales are below ``SMALL_SCALE``:
+    degenerate ones (0, or no float32 reciprocal) become 0.1; other small ones are raised to the
+    threshold, the range stretched to match (in float, as in C++)."""
     with np.errstate(divide="ignore", over="ignore"):
         degenerate = (scale.astype(np.float32) == 0) | np.isinf(np.float32(1) / scale.astype(np.float32))
     scale = np.where(degenerate, 0.1, scale)
     small = scale < np.float64(SMALL_SCALE)
-    if small.any():     # raised to the threshold, the range stretched to match (in float, as in C++)
-        amplifier, span = SMALL_SCALE / scale.astype(np.float32), SMALL_SCALE * np.float32(qmax - qmin)
+    if small.any():
+        amplifier, span = SMALL_SCALE / scale.astype(np.float32), SMALL_SCALE * np.float32(levels)
         new_lo = np.where(lo == 0, lo, np.where(hi == 0, -span, lo * amplifier))
         new_hi = np.where(lo == 0, span, np.where(hi == 0, hi, hi * amplifier))
         lo, hi = np.where(small, new_lo, lo), np.where(small, new_hi, hi)
         scale = np.where(small, np.float64(SMALL_SCALE), scale)
-    from_min, from_max = qmin - lo.astype(np.float64) / scale, qmax - hi.astype(np.float64) / scale
-    error_min = abs(qmin) - np.abs(lo.astype(np.float64) / scale)
-    error_max = abs(qmax) - np.abs(hi.astype(np.float64) / scale)
-    zero_point = np.where(error_min < error_max, from_min, from_max)
-    return scale.astype(np.float32), np.round(np.clip(zero_point, qmin, qmax)).astype(np.float32)
+    return lo, hi, scale
 
 
 _BELOW_FLOAT = (1 << 29) - 1   # float64 mantissa bits a float32 does not have
@@ -146,6 +166,32 @@ def _redo_ties(out: torch.Tensor, total: torch.Tensor, a, b, c) -> None:
         out[tie] = torch.where(error == 0, total, nudged).float()
 
 
+@functools.cache
+def addcmul_is_fma() -> bool:
+    """Whether float32 ``torch.addcmul`` rounds once here (:func:`rounds_once`), probed once."""
+    return rounds_once(torch.addcmul)
+
+
+def rounds_once(addcmul) -> bool:
+    """Whether float32 ``addcmul(c, a, b, out=...)`` rounds ``c + a * b`` once, as an FMA (then
+    the exact forward dequantizes with it, in one pass, instead of with :func:`fma32`).
+
+    ``torch.addcmul`` does when the build contracts ATen's ``c + a * b`` into FMA instructions, as
+    it contracts fbgemm's (measured in torch 2.14's x86-64 wheel). That is a property of the
+    compiled kernel, so it is probed, in the broadcast pattern the exact forward uses and over row
+    lengths that exercise the vector body and the scalar tail. Each probe's ``c`` is also
+    ``-(a * b)`` rounded, so that a multiply and an add would give 0 where an FMA gives the
+    product's rounding error: a non-fused build cannot pass by chance."""
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 5, 8, 15, 16, 17, 31, 33, 64, 100):
+        a = torch.randint(-1 << 22, 1 << 22, (3, 5, n), generator=g).float()   # accumulators
+        b = torch.rand(3, 1, 1, generator=g) * 1e-3                            # per-image multipliers
+        for c in (torch.randn(n, generator=g), -(a * b)):                      # bias; a * b's error
+            if not torch.equal(addcmul(c, a, b, out=a.clone()), fma32(a, b, c)):
+                return False
+    return True
+
+
 class _StraightThrough(torch.autograd.Function):
     """Exact INT8 forward; backward of the FP32 linear with the dequantized weights."""
 
@@ -166,7 +212,7 @@ class _Weights(NamedTuple):
     col_l1: np.ndarray         # float64 sum over inputs of |w - zp_w|, per output
     zero_point: torch.Tensor | None   # int32 weight zero point(s); None when all are 0
     scale: torch.Tensor        # float32 weight scale(s)
-    bias: torch.Tensor | None  # float64 (it holds float32 values)
+    bias: torch.Tensor | None  # float32
 
 
 class ExactDynamicLinear(nnqd.Linear):
@@ -217,7 +263,7 @@ class ExactDynamicLinear(nnqd.Linear):
         return _Weights(packed, w_t, w_int.sum(1, dtype=torch.int32),
                         (w_int.int() - zero_point.view(-1, 1)).abs().sum(1).double().numpy(),
                         zero_point if zero_point.any() else None, scale,
-                        None if bias is None else bias.detach().double())
+                        None if bias is None else bias.detach().float())
 
     def dequantized_weight(self) -> torch.Tensor:
         """The INT8 weights in float32, (out, in) as ``nn.Linear.weight``: the straight-through
@@ -230,17 +276,19 @@ class ExactDynamicLinear(nnqd.Linear):
     def exact_forward(self, x: torch.Tensor) -> torch.Tensor:
         """What ``quantized::linear_dynamic`` returns for each image alone, for the whole batch
         (no autograd graph, as torch's kernel has none)."""
+        images, n_in, n_out = len(x), self.in_features, self.out_features
+        if not x.numel():                                      # no image, or images of no row
+            return torch.empty(*x.shape[:-1], n_out, dtype=x.dtype, device="cpu")
         w = self._unpacked()
         reduce_range = self.version is not None and self.version >= 4   # as torch's forward
-        x32, images = x.float(), len(x)
-        flat = x32.reshape(images, -1)
+        x32 = x.float().reshape(images, -1, n_in)              # (image, row, input)
+        flat = x32.view(images, -1) if x32.is_contiguous() else x32.reshape(images, -1)
         lo, hi = flat.amin(1).numpy(), flat.amax(1).numpy()   # (aminmax(dim=1) is much slower)
         scale, zero_point = choose_qparams(lo, hi, reduce_range)
         inverse = np.float32(1) / scale                        # the kernel's float32 reciprocal
-        per_image = (-1,) + (1,) * (x32.dim() - 1)
 
-        def each(values):      # a per-image numpy array, broadcast against x
-            return torch.from_numpy(values).view(per_image)
+        def each(values):      # a per-image numpy array, broadcast against x32
+            return torch.from_numpy(values).view(-1, 1, 1)
 
         # quantized minus zero point, xq - zp = clip(round(x * inverse), -zp, 255 - zp); rounding
         # is monotonic, so the images' extremes show whether the (slow) clip does anything
@@ -251,26 +299,25 @@ class ExactDynamicLinear(nnqd.Linear):
         # sum_k (xq - zp_x)(w - zp_w) in int32, as fbgemm (no overflow below K = 65536 inputs).
         # xq - zp_x is int8 when its extremes are (always, with reduce_range); else xq - 128 is,
         # and the shift is put back with the weights' column sums
-        def product(factor):   # int8 (image, token, in) x int8 (in, out) -> int32 (image, token, out)
-            return torch._int_mm(factor.to(torch.int8).reshape(-1, self.in_features), w.int8_t).view(
-                images, -1, self.out_features)
-
-        if (np.minimum(top, 255 - zero_point) <= 127).all() and (np.maximum(bottom, -zero_point) >= -128).all():
-            acc = product(centred)
-        else:
-            shift = zero_point - 128
-            acc = product(centred + each(shift))
-            acc -= torch.from_numpy(shift).to(torch.int32).view(-1, 1, 1) * w.col_sum
+        shifted = not ((np.minimum(top, 255 - zero_point) <= 127).all()
+                       and (np.maximum(bottom, -zero_point) >= -128).all())
+        factor = (centred + each(zero_point - 128) if shifted else centred).to(torch.int8)
+        acc = torch._int_mm(factor.reshape(-1, n_in), w.int8_t).view(images, -1, n_out)
+        if shifted:
+            acc -= torch.from_numpy(zero_point - 128).to(torch.int32).view(-1, 1, 1) * w.col_sum
         if w.zero_point is not None:
-            row_sum = centred.reshape(images, -1, self.in_features).sum(-1, keepdim=True)
-            acc -= w.zero_point * row_sum.to(torch.int32)
-        # |acc| per (image, output) is at most max |xq - zp_x| * sum_k |w - zp_w|
-        bound = np.multiply.outer(np.maximum(top, -bottom).astype(np.float64), w.col_l1)[:, None]
-        if bound.max() >= 1 << 24:
-            acc = acc.float()                   # as fbgemm's cvtepi32_ps, which rounds from 2**24 on
-        multiplier = torch.from_numpy(scale).view(-1, 1, 1) * w.scale      # float32, as the kernel's
-        out = acc * multiplier if w.bias is None else fma32(acc, multiplier, w.bias, a_bound=bound)
-        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+            acc -= w.zero_point * centred.sum(-1, keepdim=True).to(torch.int32)
+        # dequantize: fma(float(acc), a_scale * w_scale, bias)
+        out = acc.float()                                       # as cvtepi32_ps (see 5. above)
+        multiplier = each(scale) * w.scale                      # float32, as the kernel's
+        if w.bias is None:
+            out.mul_(multiplier)
+        elif addcmul_is_fma():
+            torch.addcmul(w.bias, out, multiplier, out=out)
+        else:   # |acc| per (image, output) is at most max |xq - zp_x| * sum_k |w - zp_w|
+            bound = np.multiply.outer(np.maximum(top, -bottom).astype(np.float64), w.col_l1)[:, None]
+            out = fma32(out, multiplier, w.bias, a_bound=bound)
+        return out.view(*x.shape[:-1], n_out).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._packed_params.dtype != torch.qint8:

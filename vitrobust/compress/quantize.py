@@ -16,11 +16,11 @@ are :class:`~vitrobust.compress.int8_exact.ExactDynamicLinear`, which replay tor
 (range, scale and zero point, rounding, integer product, dequantization) with the activation
 parameters chosen per image, so the logits are bit for bit those of one call per image
 (``tests/test_int8_exact.py`` checks that against torch's kernel; ``bench/bench_int8.py`` on the
-default zoo: 0 differing predictions, logit difference 0; at one thread 2-3x faster than one call
-per image, where torch's own batched kernel, which mixes images, is 3-5x). Where torch's kernel
-is not fbgemm (``qnnpack`` / ``onednn`` engines) it falls back to one call per image (exact by
-construction, slower). The state_dict, hence the weight hash keying cached results, is that of
-torch's modules.
+default zoo: 0 differing predictions, logit difference 0; at one thread 2.5-4.5x faster than one
+call per image, where torch's own batched kernel, which mixes images, is 3-5x and the FP32 rest
+of the net caps any batched path at 5-8x). Where torch's kernel is not fbgemm (``qnnpack`` /
+``onednn`` engines) it falls back to one call per image (exact by construction, slower). The
+state_dict, hence the weight hash keying cached results, is that of torch's modules.
 
 Devices: torch has no CUDA kernels for dynamic INT8, so the model is pinned to the CPU
 (``ModelInfo.pinned_device``): :func:`vitrobust.device.place` never moves it, and its
