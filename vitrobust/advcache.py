@@ -53,9 +53,7 @@ class AdvCache:
         ``material`` should hold the source model's weight hash, the attack's threat model,
         the data fingerprint, the seed and the strategy label.
         """
-        blob = json.dumps({"format": CACHE_FORMAT, **material}, sort_keys=True,
-                          separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return material_key(CACHE_FORMAT, material)
 
     @staticmethod
     def entry(key: str) -> str:
@@ -127,6 +125,13 @@ class AdvCache:
         self.put(material, tensors)
         log.info("adversarial cache entry %s adopted from the layout before", base)
         return tensors
+
+
+def material_key(format_version: int, material: dict) -> str:
+    """sha256 of the canonical JSON of ``{"format": format_version, **material}``: the key of
+    an entry of the adversarial and predictions caches."""
+    blob = json.dumps({"format": format_version, **material}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _payload(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

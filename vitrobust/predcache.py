@@ -18,13 +18,12 @@ damaged entry is one warning line and is rebuilt, one maker per entry across pro
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from typing import Callable
 
 import torch
 
+from .advcache import material_key
 from .blobstore import dumps, loads
 from .objectstore import as_root, open_store
 
@@ -49,8 +48,7 @@ class PredCache:
 
     @staticmethod
     def key(material: dict) -> str:
-        blob = json.dumps({"format": FORMAT, **material}, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        return material_key(FORMAT, material)
 
     def entry(self, material: dict) -> str:
         key = self.key(material)
