@@ -338,3 +338,15 @@ def test_straight_through_gradient_is_that_of_the_dequantized_fp32_linear():
     torch.nn.functional.linear(fp32, layer.dequantized_weight()).backward(grad_out)
     assert torch.allclose(x.grad, fp32.grad, atol=1e-6)
     assert layer.dequantized_weight().shape == (16, 48)
+
+
+def test_the_saturation_probe_agrees_with_the_kernel_on_other_values():
+    # 8-bit activations times +127 weights: a pair of products is 64770, past int16
+    layer = ExactDynamicLinear(32, 1, bias_=False)
+    layer.set_weight_bias(torch.quantize_per_tensor(torch.full((1, 32), 1.0), 1 / 127, 0, torch.qint8), None)
+    layer.version = 3
+    x = torch.full((1, 32), 2.0)
+    x[0, 0] = 0.0
+    kernel = float(super(ExactDynamicLinear, layer).forward(x)[0, 0])
+    assert (abs(kernel - 62.0) > 0.5) == int8_exact.full_range_saturates()
+    assert float(layer(x)[0, 0]) == kernel   # whichever it is, the module gives the kernel's answer

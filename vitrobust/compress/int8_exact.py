@@ -17,8 +17,9 @@ per image (row ``b`` of dimension 0): the logits of image ``b`` are those of a c
 3. quantize: fbgemm ``QuantizeAvx2``, ``cvtps(x * (1.f / scale)) + zero_point`` in float32,
    clipped to [0, 255] (the LEGACY variant, ``cvtps(fma(x, 1.f / scale, zero_point))``, differs
    on ties and is measurably not the one torch's kernel runs);
-4. the uint8 x int8 product: integers, accumulated exactly (``torch._int_mm`` in int32, as fbgemm
-   does), of the zero-point-centred factors (fbgemm's row / column offsets, folded in);
+4. the uint8 x int8 product: integers, accumulated exactly as fbgemm does in int32, of the
+   zero-point-centred factors (fbgemm's row / column offsets, folded in), by a float GEMM that
+   cannot round (:func:`exact_int_matmul`);
 5. dequantize: fbgemm ``requantizeForFloatAvx2``, ``fma(float(acc), a_scale * w_scale, bias)``
    (the source has a multiply and an add; the build contracts them into one FMA: measured, a
    separate multiply and add differ from the kernel in the last bit of ~1 output in 4), with
@@ -41,10 +42,11 @@ exact INT8 forward and back-propagates as the FP32 linear with the dequantized I
 (input gradient only; the weights are not trainable).
 
 Speed (``bench/bench_int8.py``, one thread): a layer costs two reductions over the batch (the
-ranges), three elementwise passes over its input (scale, round, to int8), ``torch._int_mm``
-(oneDNN; faster than fbgemm's GEMM on the zoo's shapes) and two passes over its output (to
-float, the FMA), each a separate torch op: together ~1.45x the time of torch's fused kernel,
-which mixes images (1.15-1.25x over a whole net of the default zoo). The rest of a ViT runs in
+ranges), two elementwise passes over its input (scale, round), one float GEMM and two passes
+over its output (to int and back, the FMA), each a separate torch op. Why a float GEMM and not
+``torch._int_mm``: oneDNN's int8 GEMM is fast only where the CPU has VNNI (AVX-512 VNNI or
+AVX-VNNI); on an AVX2-only CPU (an AMD EPYC CI machine) it measured 40x slower than sgemm on
+the zoo's shapes, which made batched INT8 slower than one call per image. The rest of a ViT runs in
 FP32 on both paths and caps any batched one: batching removes its per-call overhead but not its
 arithmetic (attention costs as much per image in a batch as alone), so in the default zoo even a
 batch whose linears cost nothing is only 5-8x faster than one call per image.
@@ -57,6 +59,7 @@ from __future__ import annotations
 import copy
 import functools
 import threading
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -167,6 +170,25 @@ def _redo_ties(out: torch.Tensor, total: torch.Tensor, a, b, c) -> None:
 
 
 @functools.cache
+def full_range_saturates() -> bool:
+    """Whether torch's kernel saturates full-range (uint8, no ``reduce_range``) products on this
+    CPU, probed once. Without VNNI, fbgemm multiplies uint8 by int8 with ``vpmaddubsw``, which
+    sums pairs of products in int16 and saturates beyond 32767: 7-bit activations
+    (``reduce_range``, every module since version 4) keep a pair below that, 8-bit ones do not.
+    Measured on an AVX2-only AMD EPYC: a probe of 255 x -127 everywhere comes out saturated.
+    Modules of version < 4 are then scored one image per call: exact by construction."""
+    with warnings.catch_warnings():   # torch deprecates its quantized tensor constructors
+        warnings.simplefilter("ignore")
+        layer = nnqd.Linear(64, 1, bias_=False)
+        layer.set_weight_bias(torch.quantize_per_tensor(torch.full((1, 64), -1.0), 1 / 127, 0, torch.qint8), None)
+    layer.version = 3
+    x = torch.ones(1, 64)
+    x[0, 0] = 0.0                                 # range [0, 1]: scale 1/255, zero point 0
+    exact = (63 * 255 * -127) / 255 / 127         # what an int32 accumulation gives: -63
+    return abs(float(layer(x)[0, 0]) - exact) > 0.5
+
+
+@functools.cache
 def addcmul_is_fma() -> bool:
     """Whether float32 ``torch.addcmul`` rounds once here (:func:`rounds_once`), probed once."""
     return rounds_once(torch.addcmul)
@@ -205,9 +227,21 @@ class _StraightThrough(torch.autograd.Function):
         return grad @ ctx.module.dequantized_weight().to(grad.dtype), None   # no weight gradient
 
 
+EXACT_FLOAT32_INPUTS = 1 << 10   # K up to which a float32 GEMM of int8 factors cannot round
+
+
+def exact_int_matmul(factor: torch.Tensor, w: "_Weights") -> torch.Tensor:
+    """``factor @ w`` exactly, as floats holding integers: ``factor`` (rows, K) holds integers in [-128, 127] (as
+    float32), the weights int8 values. Every product is at most 2**14 in magnitude, so every
+    partial sum of K <= 1024 of them is an integer below 2**24, which float32 holds exactly: the
+    GEMM's order of summation, blocking and FMAs cannot change the result. Larger K runs in
+    float64 (exact to 2**53, K < 2**39)."""
+    return torch.mm(factor.to(w.float_t.dtype), w.float_t)
+
+
 class _Weights(NamedTuple):
     packed: object             # the packed params these were unpacked from
-    int8_t: torch.Tensor       # int8 weights, (in, out)
+    float_t: torch.Tensor      # the int8 weights, (in, out), in float32 (float64 beyond EXACT_FLOAT32_INPUTS)
     col_sum: torch.Tensor      # int32 sum over inputs, per output
     col_l1: np.ndarray         # float64 sum over inputs of |w - zp_w|, per output
     zero_point: torch.Tensor | None   # int32 weight zero point(s); None when all are 0
@@ -257,10 +291,8 @@ class ExactDynamicLinear(nnqd.Linear):
             scale = weight.q_per_channel_scales().float()
             zero_point = weight.q_per_channel_zero_points().to(torch.int32)
         w_int = weight.int_repr()
-        # a fresh (in, out) copy: .t().contiguous() keeps stride (1, 1) for in == 1, which _int_mm
-        # takes as its leading dimension (wrong results)
-        w_t = torch.empty(self.in_features, self.out_features, dtype=torch.int8, device="cpu").copy_(w_int.t())
-        return _Weights(packed, w_t, w_int.sum(1, dtype=torch.int32),
+        exact = torch.float32 if self.in_features <= EXACT_FLOAT32_INPUTS else torch.float64
+        return _Weights(packed, w_int.t().to(exact).contiguous(), w_int.sum(1, dtype=torch.int32),
                         (w_int.int() - zero_point.view(-1, 1)).abs().sum(1).double().numpy(),
                         zero_point if zero_point.any() else None, scale,
                         None if bias is None else bias.detach().float())
@@ -270,7 +302,7 @@ class ExactDynamicLinear(nnqd.Linear):
         backward's matrix."""
         w = self._unpacked()
         zero_point = 0 if w.zero_point is None else w.zero_point.view(-1, 1)
-        return (w.int8_t.t().float() - zero_point) * w.scale.view(-1, 1)
+        return (w.float_t.t().float() - zero_point) * w.scale.view(-1, 1)
 
     @torch.no_grad()
     def exact_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -279,8 +311,10 @@ class ExactDynamicLinear(nnqd.Linear):
         images, n_in, n_out = len(x), self.in_features, self.out_features
         if not x.numel():                                      # no image, or images of no row
             return torch.empty(*x.shape[:-1], n_out, dtype=x.dtype, device="cpu")
-        w = self._unpacked()
         reduce_range = self.version is not None and self.version >= 4   # as torch's forward
+        if not reduce_range and full_range_saturates():   # a product we cannot replay: per image
+            return torch.cat([super(ExactDynamicLinear, self).forward(image) for image in x.split(1)])
+        w = self._unpacked()
         x32 = x.float().reshape(images, -1, n_in)              # (image, row, input)
         flat = x32.view(images, -1) if x32.is_contiguous() else x32.reshape(images, -1)
         lo, hi = flat.amin(1).numpy(), flat.amax(1).numpy()   # (aminmax(dim=1) is much slower)
@@ -301,14 +335,18 @@ class ExactDynamicLinear(nnqd.Linear):
         # and the shift is put back with the weights' column sums
         shifted = not ((np.minimum(top, 255 - zero_point) <= 127).all()
                        and (np.maximum(bottom, -zero_point) >= -128).all())
-        factor = (centred + each(zero_point - 128) if shifted else centred).to(torch.int8)
-        acc = torch._int_mm(factor.reshape(-1, n_in), w.int8_t).view(images, -1, n_out)
-        if shifted:
-            acc -= torch.from_numpy(zero_point - 128).to(torch.int32).view(-1, 1, 1) * w.col_sum
-        if w.zero_point is not None:
-            acc -= w.zero_point * centred.sum(-1, keepdim=True).to(torch.int32)
+        factor = centred + each(zero_point - 128) if shifted else centred
+        product = exact_int_matmul(factor.reshape(-1, n_in), w).view(images, -1, n_out)
+        if shifted or w.zero_point is not None or product.dtype != torch.float32:
+            acc = product.to(torch.int32)
+            if shifted:
+                acc -= torch.from_numpy(zero_point - 128).to(torch.int32).view(-1, 1, 1) * w.col_sum
+            if w.zero_point is not None:
+                acc -= w.zero_point * centred.sum(-1, keepdim=True).to(torch.int32)
+            out = acc.float()                                   # as cvtepi32_ps (see 5. above)
+        else:   # the product is acc itself, integers of at most 2**24 that float32 holds as they are
+            out = product
         # dequantize: fma(float(acc), a_scale * w_scale, bias)
-        out = acc.float()                                       # as cvtepi32_ps (see 5. above)
         multiplier = each(scale) * w.scale                      # float32, as the kernel's
         if w.bias is None:
             out.mul_(multiplier)
