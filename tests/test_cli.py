@@ -112,7 +112,7 @@ def test_run_passes_the_device_to_pytest(monkeypatch):
 
     seen = []
     monkeypatch.setattr(pytest_module, "main", lambda args: seen.append(args) or 0)
-    assert main(["run", "--device", "cpu", "-k", "tiny"]) == 0
+    assert main(["run", "--jobs", "1", "--device", "cpu", "-k", "tiny"]) == 0
     args = seen[0]
     assert args[args.index("--vitrobust-device") + 1] == "cpu" and "-k" in args
 

@@ -11,15 +11,11 @@ from contextlib import contextmanager
 import pytest
 import torch
 
+from fill_helpers import from_cache, serial, sharded, spec_args  # noqa: F401  (fixtures)
 from spec_helpers import fresh_cache  # noqa: F401  (a fixture)
 
 from vitrobust import cli
-from vitrobust.advcache import AdvCache
-from vitrobust.engine import Engine
 from vitrobust.executor_ray import fill_cache, local_ray_env
-from vitrobust.names import ModelName
-from vitrobust.planner import plan
-from vitrobust.selection import select
 
 try:
     import ray
@@ -29,19 +25,6 @@ except ImportError:   # the executor's one-line error is tested below either way
 needs_ray = pytest.mark.skipif(ray is None, reason="the ray extra is not installed (pip install -e '.[ray]')")
 
 LIMIT = 300   # seconds any one Ray test may take (about 60 on a 2-core machine shared with other jobs)
-SHARD = 20    # images per shard: the 48 images of the spec are 3 shards, 3 units per set
-
-SPEC = """
-id: distributed
-about: deterministic attacks on the fixture models, made on Ray and serially
-data: {split: test, limit: 48}
-attacks:
-  fgsm: {name: fgsm, eps: 2/255}
-  pgd: {name: pgd, eps: 4/255, steps: 3}
-checks:
-  - asr(vit_fixture, pgd) > asr(vit_fixture, fgsm)
-  - transfer(vit_fixture -> vit_fixture_wide, pgd) <= asr(vit_fixture, pgd)
-"""
 
 
 class PastDeadline(Exception):
@@ -59,46 +42,6 @@ def deadline(seconds: int):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def sharded():
-    """Every test here makes its sets in shards of ``SHARD`` images (Ray tasks get the size
-    from the driver, not from their environment)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VITROBUST_SHARD_IMAGES", str(SHARD))
-        yield
-
-
-@pytest.fixture(scope="module")
-def spec_args(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("distributed")
-    (folder / "specs").mkdir()
-    (folder / "specs" / "distributed.yaml").write_text(SPEC)
-    return [str(folder / "specs"), f"--rootdir={folder}", "--vitrobust-no-progress"]
-
-
-@pytest.fixture(scope="module")
-def serial(spec_args, tmp_path_factory) -> dict:
-    """Every planned shard made in this process, in a cache of its own: key -> images."""
-    selected, engine = select(spec_args)
-    made_here = Engine(adv_cache_dir=tmp_path_factory.mktemp("serial"), progress=False)
-    shards = {}
-    for unit in plan(engine, selected).of("adversarial"):
-        shard = made_here.adversarial.plan(ModelName(unit.model), unit.config, unit.slice).shards[unit.index]
-        assert unit.key == f"adversarial/{shard.key}"
-        shards[shard.key] = made_here.adversarial.shard(ModelName(unit.model), unit.config, unit.slice, shard)["adv"]
-    assert len(shards) == 2 * 3   # two sets of three shards
-    return shards
-
-
-def _from_cache(cache, keys) -> dict:
-    adv = AdvCache(cache / "adversarial")
-    out = {}
-    for key in keys:
-        manifest = json.loads(adv.manifest_path(key).read_text())
-        out[key] = adv.get(manifest["material"])["adv"]
-    return out
 
 
 def _start_cluster():
@@ -148,7 +91,7 @@ def test_a_local_ray_run_makes_the_serial_sets_and_the_session_decides_from_the_
         ray.shutdown()
     assert connected == [True] and not ray.is_initialized()
     assert code == 0
-    ray_made = _from_cache(fresh_cache, serial)
+    ray_made = from_cache(fresh_cache, serial)
     assert all(torch.equal(ray_made[k], serial[k]) for k in serial)
     run = json.loads((tmp_path / "reports" / "latest" / "report.json").read_text())
     # every prediction was made on Ray, where the images were: the session loaded none of them
@@ -175,7 +118,7 @@ def test_a_two_node_cluster_on_loopback_makes_the_serial_sets(spec_args, serial,
             cluster.shutdown()
     assert summary.failed == [] and summary.mismatched == []
     assert summary.ran == {"model": 0, "clean": 2 * 3, "adversarial": len(serial)}   # 2 models x 3 shards
-    ray_made = _from_cache(fresh_cache, serial)
+    ray_made = from_cache(fresh_cache, serial)
     assert all(torch.equal(ray_made[k], serial[k]) for k in serial)
 
 

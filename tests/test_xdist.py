@@ -109,6 +109,7 @@ def test_vitrobust_run_passes_dist_loadgroup_with_n(monkeypatch, tmp_path):
     (tmp_path / "specs").mkdir()
     monkeypatch.chdir(tmp_path)
     calls = []
+    monkeypatch.setenv("VITROBUST_JOBS", "1")   # no pool: pytest.main is the only call
     monkeypatch.setattr(pytest_module, "main", lambda args: calls.append(list(args)) or 0)
     assert cli.main(["run", "-n", "2", "-k", "tiny"]) == 0
     assert calls[-1][-2:] == ["--dist", "loadgroup"]

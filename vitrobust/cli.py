@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -208,6 +209,10 @@ def cmd_run(args, extra: list[str]) -> int:
         from .executor_ray import fill_cache
 
         fill_cache(pytest_args, address=args.ray_address)
+    elif args.jobs != "1":   # or on a pool of processes here, when there is enough to do
+        from .executor_pool import fill_locally
+
+        fill_locally(pytest_args, args.jobs)
     return int(pytest.main(pytest_args))
 
 
@@ -294,6 +299,12 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def _jobs(value: str) -> str:
+    if value == "auto" or (value.isdigit() and int(value) >= 1):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not 'auto' or a number of processes (1 or more)")
+
+
 def _error(message: str) -> int:
     print(f"vitrobust: error: {message}", file=sys.stderr)
     return 2
@@ -337,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(pip install 'vitrobust[ray]'), then decide in this process from the cache")
     p.add_argument("--ray-address", metavar="HOST:PORT", default=None,
                    help="the Ray cluster's head (ray start --head); default: a local Ray on this machine")
+    p.add_argument("-j", "--jobs", type=_jobs, default=os.environ.get("VITROBUST_JOBS", "auto"),
+                   help="local executor: make the models, predictions and adversarial sets not yet cached "
+                        "in this many processes first, then decide in this one; 'auto' (default, or "
+                        "$VITROBUST_JOBS): one per core when the plan has a minute of work or more; 1: "
+                        "everything in this process")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", allow_abbrev=False,

@@ -4,7 +4,9 @@
 (:mod:`vitrobust.planner`), runs every unit that is not cached yet as a Ray task, and returns;
 the CLI then runs the usual single-process pytest session, which finds every model and
 adversarial set in the cache. Verdicts, the run record, reports and the gate are therefore the
-serial run's code path; only the filling of the cache is distributed.
+serial run's code path; only the filling of the cache is distributed. The order, the unit code
+and the summary are :mod:`vitrobust.fill`'s, shared with the local pool
+(:mod:`vitrobust.executor_pool`); this module adds Ray's tasks, resources and connection.
 
 - **Order**: model units first (a variant's task waits for its base's: Ray passes the base's
   result as an argument), then the plan is made again, which now knows every shard's key, and
@@ -40,10 +42,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
-from dataclasses import dataclass, field
 
+from . import fill
 from .errors import VitrobustError
+from .fill import Settings, Summary, run_unit, work_of
 
 log = logging.getLogger(__name__)
 
@@ -93,38 +95,27 @@ def loopback() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-@dataclass
-class Settings:
-    """What a task needs to build the engine the deciding session builds."""
+class RayBackend:
+    """Units as Ray tasks of one CPU (one GPU on CUDA); a variant's build task takes its base's
+    result as an argument, so Ray starts it once the base is built."""
 
-    cache: str
-    zoo: object = None                   # ZooConfig or None
-    device: str = "cpu"                  # "cpu" or "cuda": each GPU task sees its own GPU
-    precision: str = "fp32"
-    skip_bad_images: bool = False
-    shard_images: int = 0                # the driver's shard size (key material: every node uses it)
-    imports: list = field(default_factory=list)   # modules registering models outside vitrobust
-    paths: list = field(default_factory=list)     # where the driver found them (sys.path entries)
+    name = "ray"
 
+    def __init__(self, ray):
+        self.ray = ray
 
-@dataclass
-class Summary:
-    ran: dict = field(default_factory=lambda: {"model": 0, "clean": 0, "adversarial": 0})
-    already_cached: int = 0
-    failed: list = field(default_factory=list)       # (unit, error)
-    mismatched: list = field(default_factory=list)   # (unit, key the task made)
-    seconds: float = 0.0
-
-    def text(self) -> str:
-        lines = [f"ray: {self.ran['model']} model, {self.ran['clean']} clean and {self.ran['adversarial']} "
-                 "adversarial units run, "
-                 f"{self.already_cached} already cached, in {self.seconds:.0f} s"]
-        lines += [f"ray: FAILED {u.kind} {u.model} {u.attack}: {e} (the deciding session makes it itself)"
-                  for u, e in self.failed]
-        lines += [f"ray: {u.kind} {u.model} {u.attack} was made under key {k[:16]}, the plan expected "
-                  f"{u.key.split('/')[-1][:16]} (another environment on the node?); the deciding session "
-                  "makes it itself" for u, k in self.mismatched]
-        return "\n".join(lines)
+    def run(self, settings: Settings, units: list, chained: bool):
+        task = _task(self.ray, settings)
+        refs, jobs = {}, []
+        for unit in units:
+            parent = refs.get(unit.needs[0]) if chained and unit.needs else None
+            refs[unit.model] = ref = task.remote(settings, work_of(unit), parent)
+            jobs.append((unit, ref))
+        for unit, ref in jobs:
+            try:
+                yield unit, self.ray.get(ref)
+            except Exception as exc:   # a task's error, after its retries: the deciding session retries it
+                yield unit, exc
 
 
 def fill_cache(pytest_args: list[str], *, address: str | None = None, num_cpus: int | None = None,
@@ -135,26 +126,14 @@ def fill_cache(pytest_args: list[str], *, address: str | None = None, num_cpus: 
     from .planner import plan
     from .selection import select
 
-    start = time.perf_counter()
-    selected, engine = select(pytest_args)
-    settings = _settings(engine)
-    first = plan(engine, selected)
-    summary = Summary(already_cached=sum(u.cached is True for u in first.units))
-    echo(f"ray: {len(first.todo('model'))} model, {len(first.todo('clean'))} clean and "
-         f"{len(first.todo('adversarial'))} adversarial units to run of {len(first.units)} planned")
+    selected, engine = select(pytest_args)   # a bad selection fails before Ray starts
+    planned = (selected, engine, plan(engine, selected))
     started = connect(ray, address, num_cpus=num_cpus)
     try:
-        task = _task(ray, settings)
-        models = _run_models(ray, task, first.todo("model"), settings, summary)
-        again = plan(engine, selected, first) if models else first   # now every set's key is known
-        todo = [u for u in again.todo() if u.kind != "model" and u.key]
-        _run(ray, [(u, task.remote(settings, _work(u))) for u in todo], summary)
+        return fill.fill_cache(pytest_args, RayBackend(ray), echo=echo, planned=planned)
     finally:
         if started:
             ray.shutdown()
-    summary.seconds = time.perf_counter() - start
-    echo(summary.text())
-    return summary
 
 
 def connect(ray, address: str | None, *, num_cpus: int | None = None) -> bool:
@@ -183,30 +162,6 @@ def connect(ray, address: str | None, *, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _settings(engine) -> Settings:
-    from .adversarial import shard_images
-    from .zoo.cache import cache_root
-    from .zoo.registry import list_models, model_entry
-
-    modules = sorted({model_entry(n).builder.__module__ for n in list_models()} - {"__main__"})
-    imports = [m for m in modules if not m.startswith("vitrobust.")]
-    paths = [p for p in sys.path if p and any(_provides(p, m) for m in imports)]
-    return Settings(cache=str(cache_root()), zoo=engine.zoo, device=engine.device.type,
-                    precision=engine.precision, skip_bad_images=engine.skip_bad_images,
-                    shard_images=shard_images(), imports=imports, paths=paths)
-
-
-def _provides(path: str, module: str) -> bool:
-    top = module.split(".")[0]
-    return os.path.exists(os.path.join(path, top)) or os.path.exists(os.path.join(path, f"{top}.py"))
-
-
-def _work(unit) -> dict:
-    """What a task is asked to do, in plain data (the unit's source, attack and slice)."""
-    return {"kind": unit.kind, "model": unit.model, "config": unit.config, "slice": unit.slice,
-            "key": unit.key, "shard": unit.index, "targets": list(unit.targets)}
-
-
 def _task(ray, settings: Settings):
     options = {"max_retries": MAX_RETRIES, "retry_exceptions": [OSError]}
     if settings.device == "cuda":
@@ -214,68 +169,3 @@ def _task(ray, settings: Settings):
     else:
         options["num_cpus"] = 1
     return ray.remote(**options)(run_unit)
-
-
-def _run_models(ray, task, units, settings: Settings, summary: Summary) -> int:
-    """Model units, each after its parent's (passed as an argument, so Ray orders them)."""
-    refs, jobs = {}, []
-    for unit in units:   # the planner lists a chain's steps base first
-        parent = refs.get(unit.needs[0]) if unit.needs else None
-        refs[unit.model] = ref = task.remote(settings, _work(unit), parent)
-        jobs.append((unit, ref))
-    _run(ray, jobs, summary)
-    return len(jobs)
-
-
-def _run(ray, jobs: list, summary: Summary) -> None:
-    for unit, ref in jobs:
-        try:
-            made = ray.get(ref)
-        except Exception as exc:   # a task's error, after its retries: the deciding session retries it
-            summary.failed.append((unit, _one_line(exc)))
-            continue
-        summary.ran[unit.kind] += 1
-        if made.get("key") and not unit.key.endswith(made["key"]):
-            summary.mismatched.append((unit, made["key"]))
-
-
-def _one_line(exc: Exception) -> str:
-    cause = getattr(exc, "cause", None) or exc   # a RayTaskError carries the task's exception
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"
-
-
-def run_unit(settings: Settings, work: dict, parent=None) -> dict:
-    """One unit, in a Ray worker: the engine the deciding session would build makes it (and
-    caches it). ``parent`` is the parent model task's result: only there to order the tasks."""
-    import importlib
-
-    from .adversarial import SHARD_IMAGES_ENV
-
-    os.environ["VITROBUST_CACHE"] = settings.cache
-    os.environ[SHARD_IMAGES_ENV] = str(settings.shard_images)
-    for path in settings.paths:
-        if path not in sys.path:
-            sys.path.append(path)
-    for module in settings.imports:
-        importlib.import_module(module)
-    from .engine import Engine
-    from .names import ModelName
-
-    start = time.perf_counter()
-    engine = Engine(zoo=settings.zoo, progress=False, device=settings.device,
-                    precision=settings.precision, skip_bad_images=settings.skip_bad_images)
-    if work["kind"] == "model":
-        model = engine.model(work["model"])
-        return {"weight_hash": model.info.weight_hash, "seconds": time.perf_counter() - start}
-    if work["kind"] == "clean":
-        shard = engine.clean_shards(work["model"], work["slice"])[work["shard"]]
-        engine.clean_predictions(work["model"], work["slice"], shard)
-        key = engine.predictions.key(engine.prediction_material(work["model"], shard[2]))
-        return {"key": key, "seconds": time.perf_counter() - start}
-    source, config, data_slice = ModelName(work["model"]), work["config"], work["slice"]
-    shard = engine.adversarial.plan(source, config, data_slice).shards[work["shard"]]
-    for target in work["targets"]:   # scored here, where the images are
-        engine.adversarial_predictions(source, target, config, data_slice, shard)
-    return {"key": shard.key, "generated": engine.adv_cache.stats["generated"],
-            "scored": engine.predictions.stats["generated"], "seconds": time.perf_counter() - start}
