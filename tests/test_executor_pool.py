@@ -75,6 +75,9 @@ def test_a_pool_run_makes_the_serial_sets_and_the_session_decides_from_the_cache
     assert run["cache"] == {"adversarial_generated": 0, "adversarial_reused": 0,
                             "predictions_generated": 0, "predictions_reused": 2 * 3 + 3 * 3}
     assert [c["status"] for c in run["checks"]] == ["holds", "holds"]
+    # the workers' time is in the run's profile: each set's three shards under the set's name
+    made_in_workers = {i["name"]: i["count"] for i in run["profile"] if i["kind"] == "adversarial"}
+    assert made_in_workers == {"vit_fixture fgsm": 3, "vit_fixture pgd": 3}
 
 
 def test_a_killed_worker_breaks_the_pool_and_the_session_makes_what_is_missing(

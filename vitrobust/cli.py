@@ -213,7 +213,12 @@ def cmd_run(args, extra: list[str]) -> int:
         from .executor_pool import fill_locally
 
         fill_locally(pytest_args, args.jobs)
-    return int(pytest.main(pytest_args))
+    from .fill import forget_worker_profile
+
+    try:
+        return int(pytest.main(pytest_args))
+    finally:
+        forget_worker_profile()   # it belonged to this run
 
 
 def cmd_plan(args, extra: list[str]) -> int:

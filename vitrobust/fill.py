@@ -50,6 +50,7 @@ class Summary:
     mismatched: list = field(default_factory=list)   # (unit, key the worker made)
     seconds: float = 0.0
     unit_seconds: float = 0.0                        # the workers' seconds, summed
+    profile: list = field(default_factory=list)      # per unit, as vitrobust.profile items
 
     def text(self) -> str:
         name = self.executor
@@ -96,6 +97,7 @@ def fill_cache(pytest_args: list[str], backend: Backend, *, echo=print, planned=
     todo = sorted((u for u in again.todo() if u.kind != "model" and u.key), key=_largest_first)
     _collect(backend.run(settings, todo, False), summary)
     summary.seconds = time.perf_counter() - start
+    _worker_profile[:] = summary.profile
     echo(summary.text())
     return summary
 
@@ -113,8 +115,30 @@ def _collect(results: Iterable[tuple], summary: Summary) -> None:
             continue
         summary.ran[unit.kind] += 1
         summary.unit_seconds += made.get("seconds", 0.0)
+        summary.profile.append(profile_item(unit, made.get("seconds", 0.0)))
         if made.get("key") and not unit.key.endswith(made["key"]):
             summary.mismatched.append((unit, made["key"]))
+
+
+# the run's profile (vitrobust.profile) kind of each unit kind, named as the engine names its phases
+_PHASES = {"model": "model", "clean": "scoring", "adversarial": "adversarial"}
+_worker_profile: list = []   # what the last fill in this process spent, for the run record
+
+
+def profile_item(unit, seconds: float) -> dict:
+    name = f"{unit.model} {unit.config.name}" if unit.kind == "adversarial" else unit.model
+    return {"kind": _PHASES[unit.kind], "name": name, "seconds": seconds, "total": seconds, "count": 1}
+
+
+def worker_profile() -> list:
+    """The profile items of the units the last :func:`fill_cache` of this process ran (the
+    run record adds them to the deciding session's: a run's profile says where its time went,
+    in whichever process; with several workers the items add up to more than the wall time)."""
+    return list(_worker_profile)
+
+
+def forget_worker_profile() -> None:
+    _worker_profile.clear()
 
 
 def one_line(exc: BaseException) -> str:

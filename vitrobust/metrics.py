@@ -162,9 +162,11 @@ def throughput_side_by_side(models: list[ModelWrapper], rounds: int = 3,
     """
     best = [0.0] * len(models)
     batch_sizes = batch_sizes or [None] * len(models)
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for i, model in enumerate(models):
-            best[i] = max(best[i], throughput(model, batch_size=batch_sizes[i]))
+            # warm-up is for lazy first-call work (allocations, kernel choice): once per model
+            warmup = 2 if round_ == 0 else 0
+            best[i] = max(best[i], throughput(model, batch_size=batch_sizes[i], warmup=warmup))
     return best
 
 

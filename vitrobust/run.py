@@ -70,7 +70,12 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 
 
 def build_run_record(engine, checks: list, options: RunOptions, run_id: str) -> RunRecord:
+    from .fill import worker_profile
+    from .handoff import add_profiles
+
     parts = engine.record_parts()
+    if worker_profile():   # the units a pool or Ray made before this session (vitrobust.fill)
+        parts["profile"] = add_profiles([parts.get("profile", []), worker_profile()])
     return RunRecord(
         run_id=run_id, started=options.started or local_time_iso(), finished=local_time_iso(),
         git_commit=git_commit(options.cwd), versions=versions(),
