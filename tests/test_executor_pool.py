@@ -101,3 +101,23 @@ def test_a_killed_worker_breaks_the_pool_and_the_session_makes_what_is_missing(
     assert [c["status"] for c in run["checks"]] == ["holds", "holds"]
     made = from_cache(fresh_cache, serial)
     assert all(torch.equal(made[k], serial[k]) for k in serial)
+
+
+@pytest.mark.parametrize("jobs, numprocesses, collectonly, worker, expected", [
+    ("auto", None, False, False, True),
+    ("2", None, False, False, True),
+    ("1", None, False, False, False),      # no pool asked for
+    ("auto", 2, False, False, False),      # xdist spreads the checks instead
+    ("auto", None, False, True, False),    # an xdist worker
+    ("auto", None, True, False, False),    # collection only (vitrobust plan, Ray's planning)
+])
+def test_the_session_starts_a_pool_only_where_it_belongs(jobs, numprocesses, collectonly, worker, expected):
+    from types import SimpleNamespace
+
+    from vitrobust.plugin_pool import wanted
+
+    options = {"vitrobust_jobs": jobs, "collectonly": collectonly}
+    config = SimpleNamespace(getoption=options.get, option=SimpleNamespace(numprocesses=numprocesses))
+    if worker:
+        config.workerinput = {}
+    assert wanted(config) is expected

@@ -170,6 +170,6 @@ def test_synchronize_waits_for_cuda_only(monkeypatch):
 
 def test_side_by_side_warms_each_model_up_in_its_first_round_only(monkeypatch):
     calls = []
-    monkeypatch.setattr(metrics, "throughput", lambda model, batch_size=None, warmup=2: calls.append((model, warmup)) or 1.0)
+    monkeypatch.setattr(metrics, "throughput", lambda model, batch_size=None, warmup=2, repeats=5: calls.append((model, warmup, repeats)) or 1.0)
     metrics.throughput_side_by_side(["a", "b"], rounds=3)
-    assert calls == [("a", 2), ("b", 2), ("a", 0), ("b", 0), ("a", 0), ("b", 0)]
+    assert calls == [("a", 2, 5), ("b", 2, 5), ("a", 0, 5), ("b", 0, 5), ("a", 0, 5), ("b", 0, 5)]

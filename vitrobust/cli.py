@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from .executor_pool import parse_jobs
+
 DEFAULT_SIZES = ("deit_tiny", "deit_small", "deit_base")
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N (default: $VITROBUST_DEVICE, else auto)"
 
@@ -199,6 +201,8 @@ def cmd_run(args, extra: list[str]) -> int:
         pytest_args += ["--vitrobust-zoo", args.zoo]
     if args.device:
         pytest_args += ["--vitrobust-device", args.device]
+    if args.executor != "ray":   # a pool of processes here, when there is enough to do (plugin_pool)
+        pytest_args += ["--vitrobust-jobs", args.jobs]
     from .plugin_xdist import asks_for_workers, names_dist
 
     if asks_for_workers(extra) and not names_dist(extra):
@@ -209,10 +213,6 @@ def cmd_run(args, extra: list[str]) -> int:
         from .executor_ray import fill_cache
 
         fill_cache(pytest_args, address=args.ray_address)
-    elif args.jobs != "1":   # or on a pool of processes here, when there is enough to do
-        from .executor_pool import fill_locally
-
-        fill_locally(pytest_args, args.jobs)
     from .fill import forget_worker_profile
 
     try:
@@ -304,12 +304,6 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def _jobs(value: str) -> str:
-    if value == "auto" or (value.isdigit() and int(value) >= 1):
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r} is not 'auto' or a number of processes (1 or more)")
-
-
 def _error(message: str) -> int:
     print(f"vitrobust: error: {message}", file=sys.stderr)
     return 2
@@ -353,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(pip install 'vitrobust[ray]'), then decide in this process from the cache")
     p.add_argument("--ray-address", metavar="HOST:PORT", default=None,
                    help="the Ray cluster's head (ray start --head); default: a local Ray on this machine")
-    p.add_argument("-j", "--jobs", type=_jobs, default=os.environ.get("VITROBUST_JOBS", "auto"),
+    p.add_argument("-j", "--jobs", type=parse_jobs, default=os.environ.get("VITROBUST_JOBS", "auto"),
                    help="local executor: make the models, predictions and adversarial sets not yet cached "
                         "in this many processes first, then decide in this one; 'auto' (default, or "
                         "$VITROBUST_JOBS): one per core when the plan has a minute of work or more; 1: "

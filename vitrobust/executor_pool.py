@@ -1,7 +1,8 @@
 """Fill the cache with a pool of processes on this machine; the pytest session then decides.
 
 ``vitrobust run`` on a machine with several cores makes the units a cold run needs
-(:mod:`vitrobust.fill`) in ``--jobs`` worker processes before its deciding session starts. Why
+(:mod:`vitrobust.fill`) in ``--jobs`` worker processes before its checks run (the session plans
+and starts the pool itself: :mod:`vitrobust.plugin_pool`, option ``--vitrobust-jobs``). Why
 processes rather than torch's threads: the default zoo's models are small (32x32 inputs, 65
 tokens), and a forward pass at these sizes gains little from a second intra-op thread (about
 1.3x on ``deit_small``), while two processes with one thread each run two attacks side by side
@@ -24,6 +25,7 @@ at nearly 2x. Each worker gets ``cores // jobs`` torch threads.
 """
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -39,6 +41,13 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:   # not on Linux
         return os.cpu_count() or 1
+
+
+def parse_jobs(value: str) -> str:
+    """``--jobs`` / ``--vitrobust-jobs``: 'auto' or a number of processes (1 or more)."""
+    if value == "auto" or (value.isdigit() and int(value) >= 1):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not 'auto' or a number of processes (1 or more)")
 
 
 def jobs_for(requested: str, plan_totals: dict) -> int:
@@ -111,18 +120,3 @@ class PoolBackend:
             raise
         yield from unsent
 
-
-def fill_locally(pytest_args: list[str], jobs: str = "auto", *, echo=print):
-    """Plan the selection and, when :func:`jobs_for` says a pool pays, make what is missing on
-    it. Returns the :class:`~vitrobust.fill.Summary`, or None when no pool was used."""
-    from . import fill
-    from .planner import plan
-    from .selection import select
-
-    selected, engine = select(pytest_args)
-    first = plan(engine, selected)
-    workers = jobs_for(jobs, first.totals())
-    if workers <= 1:
-        return None
-    return fill.fill_cache(pytest_args, PoolBackend(workers, progress=engine.progress), echo=echo,
-                           planned=(selected, engine, first))

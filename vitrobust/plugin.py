@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from . import defaults, faults
+from . import defaults, faults, plugin_pool
+from .executor_pool import parse_jobs
 
 PLUGIN_NAME = "vitrobust-session"
 
@@ -67,6 +68,10 @@ def pytest_addoption(parser):
                          "(seed replicas: deit_tiny, deit_tiny@s1, ...; replicas other than the shipped "
                          "zoo train on first use); verdicts become holds / fails / inconclusive across "
                          "seeds, or varies with the training seed (default 1: the default zoo alone)")
+    group.addoption("--vitrobust-jobs", metavar="N|auto", type=parse_jobs, default="1",
+                    help="make the models, predictions and adversarial sets the selected checks need on "
+                         "this many local processes before they run; auto: one per core when there is a "
+                         "minute of work or more (vitrobust run's default); 1 (default): no pool")
     group.addoption("--vitrobust-skip-bad-images", action="store_true",
                     help="skip unreadable images of a data folder (listed and counted in the report) "
                          "instead of stopping at the first")
@@ -101,6 +106,8 @@ def pytest_configure(config):
         configure(config, session)   # first: a worker takes its GPU before anything starts CUDA
     _check_device(config)
     config.pluginmanager.register(session, PLUGIN_NAME)
+    if plugin_pool.wanted(config):
+        config.pluginmanager.register(plugin_pool.PoolFill(config), plugin_pool.NAME)
 
 
 def _check_device(config) -> None:
