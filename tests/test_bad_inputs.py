@@ -399,5 +399,6 @@ def test_through_vitrobust_run_a_pickle_with_code_fails_its_checks_and_nothing_r
     assert len(refusals) == 2, out[-2000:]
     for line in refusals:
         assert "zoo.yaml: models.m.checkpoint" in line and "evil.pth" in line and "pickled code" in line
+    assert "pool: not used" in out   # vitrobust run's plan hit the same model: no pool, one line
     assert "Traceback" not in out
     assert not (tmp_path / "pwned").exists()

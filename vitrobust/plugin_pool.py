@@ -12,7 +12,7 @@ models and data slices the plan loads are the ones the checks use: a warm run, w
 nothing to make, pays only for the plan's cache lookups.
 
 A plan that fails (a model that does not build, a data folder that does not read) starts no
-pool: one line says why, and the checks report the error themselves, as in a serial run.
+pool: one line says so, and the checks report the error themselves, as in a serial run.
 """
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ class PoolFill:
         echo = self._echo
         try:
             planned = plan(engine, selected)
-        except VitrobustError as exc:
-            echo(f"pool: not used, planning failed: {exc}")
+        except VitrobustError:   # the checks that need it report the error, once each
+            echo("pool: not used: the plan needs a model or data that fails (the checks say which)")
             return
         workers = jobs_for(self.config.getoption("vitrobust_jobs"), planned.totals())
         if workers > 1:
