@@ -3,7 +3,8 @@
 For each default-zoo size, the default test split is scored by torch's dynamic-INT8 net called
 on one image at a time (how ``:int8`` models were scored before, and the reference), and by the
 same weights with per-image exact linears (:mod:`vitrobust.compress.int8_exact`, how they are
-scored now) in batches. Printed: milliseconds per image of each and the speed-up, the images
+scored now) in batches, with the integer GEMM this CPU picks (int8 with VNNI, else float32)
+and with the other one. Printed: milliseconds per image of each and the speed-up, the images
 whose prediction differs and the largest logit difference (both 0 when the batched path is
 exact), and whether the weight hash is unchanged.
 
@@ -29,6 +30,7 @@ import torch
 import torch.ao.nn.quantized.dynamic as nnqd
 from tabulate import tabulate
 
+from vitrobust.compress import int8_exact
 from vitrobust.compress.quantize import BatchInvariant, int8_state_hash, quantize_net
 from vitrobust.data import load_dataset
 from vitrobust.defaults import DATA_SOURCE, IMAGE_LIMIT
@@ -41,6 +43,21 @@ def _timed(net, x: torch.Tensor, batch: int, clock) -> tuple[torch.Tensor, float
     with torch.no_grad():
         out = torch.cat([net(chunk) for chunk in x.split(batch)])
     return out, clock() - start
+
+
+class _OtherGemm:
+    """The exact net computing its integer products with the GEMM this CPU does not pick
+    (:func:`int8_exact.int8_gemm_is_fast`): both are exact, so only the time may differ."""
+
+    def __init__(self, net):
+        self.net, self.chosen = net, int8_exact.int8_gemm_is_fast()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        probe, int8_exact.int8_gemm_is_fast = int8_exact.int8_gemm_is_fast, lambda: not self.chosen
+        try:
+            return self.net(x)
+        finally:
+            int8_exact.int8_gemm_is_fast = probe
 
 
 class _Replay:
@@ -75,7 +92,7 @@ def _table(nets: dict, batch: int, rounds: int, clock) -> list:
     for arch, (model, per_call, torch_net, fp32, x) in nets.items():
         model.net(x[:batch])                      # warm-up (first-call allocations)
         paths = {"call": (per_call, 1), "call free": (_linears_free(per_call, x[:1]), 1),
-                 "exact": (model.net, batch), "mixed": (torch_net, batch), "fp32": (fp32, batch),
+                 "exact": (model.net, batch), "other gemm": (_OtherGemm(model.net), batch), "mixed": (torch_net, batch), "fp32": (fp32, batch),
                  "free": (_linears_free(model.net, x[:batch]), batch)}
         chunks = x.split(batch)
         best = {key: [float("inf")] * len(chunks) for key in paths}
@@ -86,10 +103,11 @@ def _table(nets: dict, batch: int, rounds: int, clock) -> list:
                     logits[key][i], seconds = _timed(net, chunk, size, clock)
                     best[key][i] = min(best[key][i], seconds)
         total = {key: sum(times) for key, times in best.items()}
-        ref, exact = torch.cat(logits["call"]), torch.cat(logits["exact"])
+        ref, exact, other = (torch.cat(logits[key]) for key in ("call", "exact", "other gemm"))
         ms = {key: f"{1e3 * seconds / len(x):.2f}" for key, seconds in total.items()}
         rows.append([arch, ms["call"], ms["call free"], ms["exact"], f"{total['call'] / total['exact']:.1f}x",
                      int((exact.argmax(1) != ref.argmax(1)).sum()), f"{(exact - ref).abs().max().item():.3g}",
+                     ms["other gemm"], int((other.argmax(1) != ref.argmax(1)).sum()),
                      "yes" if int8_state_hash(per_call.state_dict()) == model.info.weight_hash else "NO",
                      ms["mixed"], ms["fp32"], ms["free"], f"{total['call'] / total['free']:.1f}x"])
     return rows
@@ -116,14 +134,18 @@ def main():
         fp32 = load_model(arch, progress=False).net.cpu().eval()
         torch_net = quantize_net(fp32)
         nets[arch] = model, BatchInvariant(torch_net, exact=False), torch_net, fp32, model.normalize(images)
+    gemms = ("int8 (this CPU has VNNI)", "float32") if int8_exact.int8_gemm_is_fast() else \
+        ("float32 (no VNNI here)", "int8")
     for threads in args.threads or [torch.get_num_threads()]:
         torch.set_num_threads(threads)
         rows = _table(nets, args.batch, args.rounds, clock)
         print(f"\n{len(images)} {DATA_SOURCE} test images, batch {args.batch}, {threads} thread(s), "
-              f"{args.clock} clock, best of {args.rounds} round(s) per batch, paths alternating")
+              f"{args.clock} clock, best of {args.rounds} round(s) per batch, paths alternating; "
+              f"exact integer products: {gemms[0]} GEMM")
         print(tabulate(rows, headers=["model", "ms/img per call", "per call, linears free",
                                       f"batch {args.batch} exact", "speed-up", "differing preds",
-                                      "max |logit diff|", "same weight hash", "torch INT8 batched (mixes)",
+                                      "max |logit diff|", f"exact, {gemms[1]} GEMM", "its differing preds",
+                                      "same weight hash", "torch INT8 batched (mixes)",
                                       "FP32 batched", "floor: INT8 linears free", "ceiling: per call / floor"]))
 
 

@@ -21,6 +21,19 @@ from vitrobust.compress.quantize import BatchInvariant, Int8GradientError, int8_
 pytestmark = pytest.mark.skipif(not fbgemm_kernel(), reason="the exact path reproduces fbgemm only")
 
 
+CPU_PROBE = int8_exact.int8_gemm_is_fast   # the real one, before the fixture below replaces it
+
+
+@pytest.fixture(scope="module", autouse=True, params=["int8 gemm", "float gemm"])
+def integer_product(request):
+    """Every test runs with both exact products, whichever this CPU would pick (module scope:
+    hypothesis refuses function-scoped fixtures)."""
+    chosen = int8_exact.int8_gemm_is_fast
+    int8_exact.int8_gemm_is_fast = lambda: request.param == "int8 gemm"
+    yield request.param
+    int8_exact.int8_gemm_is_fast = chosen
+
+
 def _per_call(net, x):
     with torch.no_grad():
         return torch.cat([net(image[None]) for image in x])
@@ -350,3 +363,24 @@ def test_the_saturation_probe_agrees_with_the_kernel_on_other_values():
     kernel = float(super(ExactDynamicLinear, layer).forward(x)[0, 0])
     assert (abs(kernel - 62.0) > 0.5) == int8_exact.full_range_saturates()
     assert float(layer(x)[0, 0]) == kernel   # whichever it is, the module gives the kernel's answer
+
+
+def test_the_product_is_the_one_the_fixture_picked(integer_product):
+    w = ExactDynamicLinear.from_dynamic(_linears(8, 4)[0])._unpacked()
+    product = int8_exact.exact_int_matmul(torch.randint(-128, 128, (3, 8)).float(), w)
+    assert product.dtype == (torch.int32 if integer_product == "int8 gemm" else torch.float32)
+
+
+def test_the_int8_gemm_is_chosen_from_the_cpu_features(monkeypatch):
+    for features, fast in (({"avx2": True}, False), ({"avx2": True, "avx512_vnni": True}, True),
+                           ({"avx_vnni": True}, True), ({"amx_int8": True, "avx512_vnni": False}, True)):
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: features)
+        assert CPU_PROBE.__wrapped__() == fast    # (uncached)
+
+
+def test_matrices_of_one_row_or_column_multiply_exactly(integer_product):
+    # a (1, n) matrix transposed from (n, 1) has strides (1, 1), which torch's _int_mm misreads
+    w = ExactDynamicLinear.from_dynamic(_linears(1, 3)[0])._unpacked()
+    factor = torch.randint(-128, 128, (4, 1)).float().t().reshape(-1, 1)[:1]
+    want = factor.double() @ w.float_t.double()
+    assert torch.equal(int8_exact.exact_int_matmul(factor, w).double(), want)

@@ -18,8 +18,8 @@ per image (row ``b`` of dimension 0): the logits of image ``b`` are those of a c
    clipped to [0, 255] (the LEGACY variant, ``cvtps(fma(x, 1.f / scale, zero_point))``, differs
    on ties and is measurably not the one torch's kernel runs);
 4. the uint8 x int8 product: integers, accumulated exactly as fbgemm does in int32, of the
-   zero-point-centred factors (fbgemm's row / column offsets, folded in), by a float GEMM that
-   cannot round (:func:`exact_int_matmul`);
+   zero-point-centred factors (fbgemm's row / column offsets, folded in), by an int8 GEMM or a
+   float GEMM that cannot round (:func:`exact_int_matmul`);
 5. dequantize: fbgemm ``requantizeForFloatAvx2``, ``fma(float(acc), a_scale * w_scale, bias)``
    (the source has a multiply and an add; the build contracts them into one FMA: measured, a
    separate multiply and add differ from the kernel in the last bit of ~1 output in 4), with
@@ -42,14 +42,14 @@ exact INT8 forward and back-propagates as the FP32 linear with the dequantized I
 (input gradient only; the weights are not trainable).
 
 Speed (``bench/bench_int8.py``, one thread): a layer costs two reductions over the batch (the
-ranges), two elementwise passes over its input (scale, round), one float GEMM and two passes
-over its output (to int and back, the FMA), each a separate torch op. Why a float GEMM and not
-``torch._int_mm``: oneDNN's int8 GEMM is fast only where the CPU has VNNI (AVX-512 VNNI or
-AVX-VNNI); on an AVX2-only CPU (an AMD EPYC CI machine) it measured 40x slower than sgemm on
-the zoo's shapes, which made batched INT8 slower than one call per image. The rest of a ViT runs in
-FP32 on both paths and caps any batched one: batching removes its per-call overhead but not its
-arithmetic (attention costs as much per image in a batch as alone), so in the default zoo even a
-batch whose linears cost nothing is only 5-8x faster than one call per image.
+ranges), two elementwise passes over its input (scale, round), one integer-exact GEMM and two
+passes over its output (to float, the FMA), each a separate torch op. The GEMM is
+``torch._int_mm`` where the CPU has VNNI, else a float32 GEMM (:func:`int8_gemm_is_fast`):
+oneDNN's int8 GEMM is fast only with VNNI (AVX-512 VNNI, AVX-VNNI or AMX); on an AVX2-only CPU
+(an AMD EPYC CI machine) it measured 40x slower than sgemm on the zoo's shapes. The rest of a
+ViT runs in FP32 on both paths and caps any batched one: batching removes its per-call overhead
+but not its arithmetic (attention costs as much per image in a batch as alone), so in the
+default zoo even a batch whose linears cost nothing is only 5-8x faster than one call per image.
 
 Per-image scalars (ranges, scales, bounds) are computed in numpy: a few dozen tiny torch ops per
 layer cost more than the layer's arithmetic in the small default zoo.
@@ -228,20 +228,45 @@ class _StraightThrough(torch.autograd.Function):
 
 
 EXACT_FLOAT32_INPUTS = 1 << 10   # K up to which a float32 GEMM of int8 factors cannot round
+# CPU features with which oneDNN multiplies int8 matrices in int8 (``torch.cpu.get_capabilities``)
+INT8_GEMM_FEATURES = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@functools.cache
+def int8_gemm_is_fast() -> bool:
+    """Whether ``torch._int_mm`` is the faster exact product here: where the CPU has VNNI (or AMX),
+    oneDNN multiplies int8 by int8 in int8 (measured on an AVX-512 VNNI EPYC, one thread, the
+    zoo's shapes: 2.2-5.8x faster than the float32 GEMM); without it, oneDNN emulates and is 40x
+    slower (measured on an AVX2-only EPYC). Read from the CPU's features, once: both products
+    are exact, so the choice changes the speed, never a number."""
+    capabilities = torch.cpu.get_capabilities()
+    return any(capabilities.get(feature, False) for feature in INT8_GEMM_FEATURES)
 
 
 def exact_int_matmul(factor: torch.Tensor, w: "_Weights") -> torch.Tensor:
-    """``factor @ w`` exactly, as floats holding integers: ``factor`` (rows, K) holds integers in [-128, 127] (as
-    float32), the weights int8 values. Every product is at most 2**14 in magnitude, so every
-    partial sum of K <= 1024 of them is an integer below 2**24, which float32 holds exactly: the
-    GEMM's order of summation, blocking and FMAs cannot change the result. Larger K runs in
-    float64 (exact to 2**53, K < 2**39)."""
+    """``factor @ w`` exactly: ``factor`` (rows, K) holds integers in [-128, 127] (as float32),
+    the weights int8 values. With VNNI (:func:`int8_gemm_is_fast`): ``torch._int_mm``, int8
+    factors and int32 sums, exact below K = 2**17. Otherwise a float GEMM that cannot round:
+    every product is at most 2**14 in magnitude, so every partial sum of K <= 1024 of them is an
+    integer below 2**24, which float32 holds exactly (the GEMM's order of summation, blocking and
+    FMAs cannot change the result); larger K runs in float64 (exact to 2**53, K < 2**39). The
+    int32 result is int32; the float one holds the same integers."""
+    if int8_gemm_is_fast():
+        return torch._int_mm(row_major(factor, torch.int8), w.int8_t)
     return torch.mm(factor.to(w.float_t.dtype), w.float_t)
+
+
+def row_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` as ``dtype`` with row-major strides, also along dimensions of size 1: ``_int_mm``
+    reads a (1, n) matrix with strides (1, 1), which ``contiguous()`` leaves as it is, as garbage
+    (measured in torch 2.14: uninitialized memory comes out)."""
+    return torch.empty(t.shape, dtype=dtype, device=t.device).copy_(t)
 
 
 class _Weights(NamedTuple):
     packed: object             # the packed params these were unpacked from
-    float_t: torch.Tensor      # the int8 weights, (in, out), in float32 (float64 beyond EXACT_FLOAT32_INPUTS)
+    int8_t: torch.Tensor       # the int8 weights, (in, out)
+    float_t: torch.Tensor      # the same in float32 (float64 beyond EXACT_FLOAT32_INPUTS)
     col_sum: torch.Tensor      # int32 sum over inputs, per output
     col_l1: np.ndarray         # float64 sum over inputs of |w - zp_w|, per output
     zero_point: torch.Tensor | None   # int32 weight zero point(s); None when all are 0
@@ -292,7 +317,7 @@ class ExactDynamicLinear(nnqd.Linear):
             zero_point = weight.q_per_channel_zero_points().to(torch.int32)
         w_int = weight.int_repr()
         exact = torch.float32 if self.in_features <= EXACT_FLOAT32_INPUTS else torch.float64
-        return _Weights(packed, w_int.t().to(exact).contiguous(), w_int.sum(1, dtype=torch.int32),
+        return _Weights(packed, row_major(w_int.t(), torch.int8), w_int.t().to(exact).contiguous(), w_int.sum(1, dtype=torch.int32),
                         (w_int.int() - zero_point.view(-1, 1)).abs().sum(1).double().numpy(),
                         zero_point if zero_point.any() else None, scale,
                         None if bias is None else bias.detach().float())
