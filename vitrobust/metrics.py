@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import time
+import types
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -81,6 +82,23 @@ def _is_dynamic_quantized_linear(module: nn.Module) -> bool:
 
 
 @contextmanager
+def _torch_int8_kernels(model: nn.Module):
+    """Run every INT8 linear on torch's own kernel, which the flop counter does not see (the
+    count's hook adds its MACs). The exact batched linears' integer product is a GEMM the counter
+    sees on some CPUs and not on others (float32 or ``_int_mm``, :mod:`.compress.int8_exact`):
+    counted as it ran, an INT8 model's GFLOPs would depend on the machine (measured: twice the
+    FP32 count where the product was a float GEMM)."""
+    swapped = [m for m in model.modules() if _is_dynamic_quantized_linear(m) and type(m) is not nnqd.Linear]
+    for m in swapped:
+        m.forward = types.MethodType(nnqd.Linear.forward, m)
+    try:
+        yield
+    finally:
+        for m in swapped:
+            del m.forward   # the class's own again
+
+
+@contextmanager
 def _unfused_attention(model: nn.Module):
     """timm's fused scaled_dot_product_attention is invisible to the flop counter on CPU;
     count the explicit q @ k^T and attn @ v instead (same math)."""
@@ -112,7 +130,7 @@ def gflops(model: ModelWrapper, input_size: int | None = None, device=None) -> f
     hooks = [m.register_forward_hook(count_linear) for m in model.modules() if _is_dynamic_quantized_linear(m)]
     model.eval()
     try:
-        with _unfused_attention(model), FlopCounterMode(display=False) as counter:
+        with _unfused_attention(model), _torch_int8_kernels(model), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
         for h in hooks:
