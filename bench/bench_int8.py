@@ -53,11 +53,8 @@ class _OtherGemm:
         self.net, self.chosen = net, int8_exact.int8_gemm_is_fast()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        probe, int8_exact.int8_gemm_is_fast = int8_exact.int8_gemm_is_fast, lambda: not self.chosen
-        try:
+        with int8_exact.forced_product(not self.chosen):
             return self.net(x)
-        finally:
-            int8_exact.int8_gemm_is_fast = probe
 
 
 class _Replay:
@@ -92,7 +89,8 @@ def _table(nets: dict, batch: int, rounds: int, clock) -> list:
     for arch, (model, per_call, torch_net, fp32, x) in nets.items():
         model.net(x[:batch])                      # warm-up (first-call allocations)
         paths = {"call": (per_call, 1), "call free": (_linears_free(per_call, x[:1]), 1),
-                 "exact": (model.net, batch), "other gemm": (_OtherGemm(model.net), batch), "mixed": (torch_net, batch), "fp32": (fp32, batch),
+                 "exact": (model.net, batch), "other gemm": (_OtherGemm(model.net), batch),
+                 "mixed": (torch_net, batch), "fp32": (fp32, batch),
                  "free": (_linears_free(model.net, x[:batch]), batch)}
         chunks = x.split(batch)
         best = {key: [float("inf")] * len(chunks) for key in paths}

@@ -21,17 +21,12 @@ from vitrobust.compress.quantize import BatchInvariant, Int8GradientError, int8_
 pytestmark = pytest.mark.skipif(not fbgemm_kernel(), reason="the exact path reproduces fbgemm only")
 
 
-CPU_PROBE = int8_exact.int8_gemm_is_fast   # the real one, before the fixture below replaces it
-
-
 @pytest.fixture(scope="module", autouse=True, params=["int8 gemm", "float gemm"])
 def integer_product(request):
     """Every test runs with both exact products, whichever this CPU would pick (module scope:
     hypothesis refuses function-scoped fixtures)."""
-    chosen = int8_exact.int8_gemm_is_fast
-    int8_exact.int8_gemm_is_fast = lambda: request.param == "int8 gemm"
-    yield request.param
-    int8_exact.int8_gemm_is_fast = chosen
+    with int8_exact.forced_product(request.param == "int8 gemm"):
+        yield request.param
 
 
 def _per_call(net, x):
@@ -375,7 +370,7 @@ def test_the_int8_gemm_is_chosen_from_the_cpu_features(monkeypatch):
     for features, fast in (({"avx2": True}, False), ({"avx2": True, "avx512_vnni": True}, True),
                            ({"avx_vnni": True}, True), ({"amx_int8": True, "avx512_vnni": False}, True)):
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: features)
-        assert CPU_PROBE.__wrapped__() == fast    # (uncached)
+        assert int8_exact.int8_gemm_is_fast.__wrapped__() == fast    # (uncached)
 
 
 def test_matrices_of_one_row_or_column_multiply_exactly(integer_product):

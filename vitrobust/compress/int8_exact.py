@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from contextlib import contextmanager
 import threading
 import warnings
 from typing import NamedTuple
@@ -243,6 +244,21 @@ def int8_gemm_is_fast() -> bool:
     return any(capabilities.get(feature, False) for feature in INT8_GEMM_FEATURES)
 
 
+_forced_int8_gemm: bool | None = None   # set by forced_product, else the CPU decides
+
+
+@contextmanager
+def forced_product(int8_gemm: bool):
+    """Within: integer products by ``_int_mm`` (True) or the float GEMM (False), whatever the CPU
+    would pick; for the tests and benchmarks that compare the two."""
+    global _forced_int8_gemm
+    before, _forced_int8_gemm = _forced_int8_gemm, int8_gemm
+    try:
+        yield
+    finally:
+        _forced_int8_gemm = before
+
+
 def exact_int_matmul(factor: torch.Tensor, w: "_Weights") -> torch.Tensor:
     """``factor @ w`` exactly: ``factor`` (rows, K) holds integers in [-128, 127] (as float32),
     the weights int8 values. With VNNI (:func:`int8_gemm_is_fast`): ``torch._int_mm``, int8
@@ -251,7 +267,8 @@ def exact_int_matmul(factor: torch.Tensor, w: "_Weights") -> torch.Tensor:
     integer below 2**24, which float32 holds exactly (the GEMM's order of summation, blocking and
     FMAs cannot change the result); larger K runs in float64 (exact to 2**53, K < 2**39). The
     int32 result is int32; the float one holds the same integers."""
-    if int8_gemm_is_fast():
+    int8_gemm = int8_gemm_is_fast() if _forced_int8_gemm is None else _forced_int8_gemm
+    if int8_gemm:
         return torch._int_mm(row_major(factor, torch.int8), w.int8_t)
     return torch.mm(factor.to(w.float_t.dtype), w.float_t)
 
@@ -317,7 +334,8 @@ class ExactDynamicLinear(nnqd.Linear):
             zero_point = weight.q_per_channel_zero_points().to(torch.int32)
         w_int = weight.int_repr()
         exact = torch.float32 if self.in_features <= EXACT_FLOAT32_INPUTS else torch.float64
-        return _Weights(packed, row_major(w_int.t(), torch.int8), w_int.t().to(exact).contiguous(), w_int.sum(1, dtype=torch.int32),
+        return _Weights(packed, row_major(w_int.t(), torch.int8), row_major(w_int.t(), exact),
+                        w_int.sum(1, dtype=torch.int32),
                         (w_int.int() - zero_point.view(-1, 1)).abs().sum(1).double().numpy(),
                         zero_point if zero_point.any() else None, scale,
                         None if bias is None else bias.detach().float())
