@@ -1,8 +1,8 @@
 """Every cache finds its damage, says so in one warning line naming the file, and rebuilds.
 
-Four caches: trained models (vitrobust/zoo/cache.py), adversarial sets (vitrobust/advcache.py),
-predictions (vitrobust/predcache.py), all three on vitrobust/blobstore.py, and the UAP
-perturbations' ``.npy`` (vitrobust/adversarial.py ``_save_delta``). Each is damaged in every way
+Five caches: trained models (vitrobust/zoo/cache.py), adversarial sets (vitrobust/advcache.py),
+predictions (vitrobust/predcache.py), throughputs (vitrobust/timings.py), all four on
+vitrobust/blobstore.py, and the UAP perturbations' ``.npy`` (vitrobust/adversarial.py ``_save_delta``). Each is damaged in every way
 that applies: a flipped byte, a truncated file, a valid file of other contents or random bytes of
 the same length under the data file's name, another entry's manifest copied over this one's, and
 (for the torch caches) a committed entry whose checksum holds but whose contents are not what the
@@ -28,6 +28,7 @@ from vitrobust import adversarial
 from vitrobust.advcache import AdvCache
 from vitrobust.blobstore import dumps
 from vitrobust.predcache import PredCache
+from vitrobust.timings import TABLE, TimingCache
 from vitrobust.zoo import cache as model_cache
 
 
@@ -134,6 +135,42 @@ class Predictions:
         return torch.equal(a, b)
 
 
+class Timings:
+    """``TimingCache.get_or_time``: the throughput of one model on this machine (JSON)."""
+
+    MODEL = SimpleNamespace(info=SimpleNamespace(weight_hash="w0", name="tiny", pinned_device="cpu"))
+
+    def material(self, name="tiny"):
+        model = SimpleNamespace(info=SimpleNamespace(**{**vars(self.MODEL.info), "name": name}))
+        return TimingCache.material([model], [8], TABLE, torch.device("cpu"), "fp32")
+
+    def value(self, seed=0):
+        return {"throughputs": [100.0 + seed], "batches": [8]}
+
+    def run(self, root, calls):
+        timing = TimingCache(root).get_or_time(
+            self.material(), lambda: calls.append(1) or tuple(self.value().values()))
+        return {k: timing[k] for k in ("throughputs", "batches")}
+
+    def files(self, root):
+        cache = TimingCache(root)
+        manifest = cache.store.manifest_path(cache.entry(self.material()))
+        return cache.store.blob_path(json.loads(manifest.read_text())["blob"]), manifest
+
+    def other_entry(self, root):
+        cache = TimingCache(root)
+        cache.get_or_time(self.material("other"), lambda: tuple(self.value(7).values()))
+        return cache.store.manifest_path(cache.entry(self.material("other"))), self.value(7)
+
+    def put_raw(self, root, payload):
+        cache = TimingCache(root)
+        cache.store.put(cache.entry(self.material()), json.dumps(payload, default=repr).encode())
+
+    @staticmethod
+    def same(a, b):
+        return a == b
+
+
 class Perturbation:
     """``_save_delta``: the UAP's ``.npy`` beside the cache; "create" is the file's (re)write."""
 
@@ -211,7 +248,8 @@ def unsafe_pickle(kind, root):
     kind.put_raw(root, {"weight": Pickled()})
 
 
-KINDS = {"model": Models, "adversarial": Adversarial, "predictions": Predictions, "uap": Perturbation}
+KINDS = {"model": Models, "adversarial": Adversarial, "predictions": Predictions, "uap": Perturbation,
+         "timings": Timings}
 ALL = (flip_byte, truncate, foreign_file, random_bytes, foreign_manifest, wrong_contents, unsafe_pickle)
 CASES = [(kind, damage) for kind, damages in {
     "model": ALL,
@@ -219,6 +257,7 @@ CASES = [(kind, damage) for kind, damages in {
     # flipped byte, torn blob and wrong contents: tests/test_cache_races.py, tests/test_advcache.py
     "adversarial": (foreign_file, random_bytes, foreign_manifest, unsafe_pickle),
     "uap": (flip_byte, truncate, foreign_file, random_bytes),   # no manifest, no pickle: the file is all
+    "timings": (flip_byte, truncate, random_bytes, foreign_manifest, wrong_contents),   # JSON: no pickle
 }.items() for damage in damages]
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cache_corruption import Adversarial, Models, Perturbation, Predictions
+from test_cache_corruption import Adversarial, Models, Perturbation, Predictions, Timings
 from vitrobust import adversarial
 from vitrobust.fileio import WriteError, atomic_write, atomic_write_text, write_text_somewhere
 
@@ -146,8 +146,8 @@ def test_results_go_to_the_next_folder_that_takes_them(tmp_path, monkeypatch):
 
 
 # -- the caches --------------------------------------------------------------------------------
-KINDS = {"model": Models, "adversarial": Adversarial, "predictions": Predictions}
-FAULTS = {"full-disk-at-the-blob": (errno.ENOSPC, (".pt",)),
+KINDS = {"model": Models, "adversarial": Adversarial, "predictions": Predictions, "timings": Timings}
+FAULTS = {"full-disk-at-the-blob": (errno.ENOSPC, (".pt", ".timing.json")),   # tensors, timings
           "full-disk-at-the-manifest": (errno.ENOSPC, (".json",)),
           "read-only-folder": (errno.EROFS, ())}
 

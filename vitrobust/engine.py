@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import defaults, metrics, sanity
+from . import defaults, metrics, sanity, timings
 from .adversarial import AdversarialSets, AttackConfig, shard_images, shard_ranges
 from .advcache import AdvCache
 from .objectstore import as_root
@@ -68,7 +68,7 @@ class Engine:
                  confidence: float = defaults.CONFIDENCE, max_images: int | None = None,
                  device: str | None = None, precision: str | None = None,
                  batch_size: int = SCORE_BATCH, skip_bad_images: bool = False, seeds: int = 1,
-                 defer_timings: bool = False):
+                 defer_timings: bool = False, retime: bool = False):
         self.zoo = zoo or ZooConfig()
         # device None: $VITROBUST_DEVICE, else auto. Training follows it: load_model takes no
         # device, so zoo.train.fit reads the process-wide setting made here.
@@ -91,6 +91,9 @@ class Engine:
         # beside the adversarial sets: a test's own adversarial folder gets its own predictions
         self.predictions = PredCache(as_root(adv_cache_dir) / "predictions" if adv_cache_dir
                                      else cache_root() / "predictions")
+        # speeds are timed once per machine; retime: time them anew (vitrobust.timings)
+        self.timings = timings.TimingCache(as_root(adv_cache_dir) / "timings" if adv_cache_dir
+                                           else cache_root() / "timings", retime=retime)
         self.adversarial = AdversarialSets(self.adv_cache, self.model, self.data, self._warn,
                                            device=self.device, precision=self.precision)
         self._models: dict[ModelName, ModelWrapper] = {}
@@ -264,28 +267,41 @@ class Engine:
     def model_summary(self, name: str, timed: bool | None = None) -> ModelRecord:
         """Params, size, GFLOPs, throughput of a model (computed once), for checks and report.
 
-        ``timed``: time the throughput now if it is not yet (default: unless the engine defers
-        timings, which leaves it None for a later serial step)."""
+        ``timed``: have the throughput now if it is not yet (default: unless the engine defers
+        timings, which leaves it None for a later serial step). Timed once per machine
+        (:mod:`vitrobust.timings`), then read from the timing cache."""
         timed = not self.defer_timings if timed is None else timed
         if name not in self.model_records:
             model = self.model(name)
             info = model.info
-            with self.profile.phase("timing", str(name)), self.autocast():
-                efficiency, _ = halving(lambda batch: metrics.efficiency(model, batch_size=batch, timed=timed),
-                                        metrics.default_batch_size(info.input_size),
-                                        self._halved(name, "timing throughput"))
+            with self.profile.phase("summary", str(name)):
+                efficiency = metrics.efficiency(model, timed=False)
             self.model_records[name] = ModelRecord(
                 name=str(name), weight_hash=info.weight_hash, family=info.family,
                 device=str(home_device(model)), **efficiency, differentiable=info.differentiable,
                 input_size=info.input_size, build_seconds=info.build_seconds, meta=dict(info.meta))
         record = self.model_records[name]
         if timed and record.throughput is None:   # summarized untimed before: timed now
-            model = self.model(name)
-            with self.profile.phase("timing", str(name)), self.autocast():
-                record.throughput, record.throughput_batch = halving(
-                    lambda batch: metrics.throughput(model, batch_size=batch), record.throughput_batch,
-                    self._halved(name, "timing throughput"))
+            [record.throughput], [record.throughput_batch] = self._speeds([name], [record.throughput_batch],
+                                                                          timings.TABLE)
         return record
+
+    def _speeds(self, names: list[str], batches: list[int], procedure: str) -> tuple[list[float], list[int]]:
+        """(throughputs, batch sizes used) of ``names``: from the timing cache, or timed now
+        alone (``TABLE``, halving the batch on CUDA out-of-memory) or side by side."""
+        models = [self.model(n) for n in names]
+
+        def time():
+            with self.profile.phase("timing", " vs ".join(map(str, names))), self.autocast():
+                if procedure == timings.SIDE_BY_SIDE:
+                    return metrics.throughput_side_by_side(models, batch_sizes=batches), batches
+                speed, batch = halving(lambda b: metrics.throughput(models[0], batch_size=b), batches[0],
+                                       self._halved(names[0], "timing throughput"))
+                return [speed], [batch]
+
+        material = self.timings.material(models, batches, procedure, self.device, self.precision)
+        timing = self.timings.get_or_time(material, time)
+        return timing["throughputs"], timing["batches"]
 
     # -- measurements ---------------------------------------------------------------------------
     def observe(self, measure, attacks: dict[str, dict], spec_data: dict | None, spec_id: str = "",
@@ -334,9 +350,7 @@ class Engine:
         data_slice = self.data_slice(spec_data)
         names = list(dict.fromkeys(m.model for m in timed))
         batches = [self.model_summary(n, timed=False).throughput_batch for n in names]
-        with self.profile.phase("timing", " vs ".join(names)), self.autocast():
-            speeds = dict(zip(names, metrics.throughput_side_by_side([self.model(n) for n in names],
-                                                                     batch_sizes=batches)))
+        speeds = dict(zip(names, self._speeds(names, batches, timings.SIDE_BY_SIDE)[0]))
         for name, speed in speeds.items():
             self.model_records[name].throughput = speed
         for key, observation in self._memo.items():
@@ -393,7 +407,9 @@ class Engine:
                 "cache": {"adversarial_generated": stats["generated"],
                           "adversarial_reused": stats["reused"],
                           "predictions_generated": predictions["generated"],
-                          "predictions_reused": predictions["reused"]}}
+                          "predictions_reused": predictions["reused"],
+                          "speeds_timed": self.timings.stats["timed"],
+                          "speeds_reused": self.timings.stats["reused"]}}
 
     def clean_accuracies(self) -> list[tuple[str, str, float]]:
         """(model, data slice, clean accuracy) in the order the session first scored them; the

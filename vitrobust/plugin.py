@@ -72,6 +72,10 @@ def pytest_addoption(parser):
                     help="make the models, predictions and adversarial sets the selected checks need on "
                          "this many local processes before they run; auto: one per core when there is a "
                          "minute of work or more (vitrobust run's default); 1 (default): no pool")
+    group.addoption("--vitrobust-retime", action="store_true",
+                    help="time every throughput the run needs anew, replacing this machine's stored "
+                         "timings (default: each model, and each speed comparison as a group, is timed "
+                         "once per machine, torch version and thread count, then read back)")
     group.addoption("--vitrobust-skip-bad-images", action="store_true",
                     help="skip unreadable images of a data folder (listed and counted in the report) "
                          "instead of stopping at the first")
@@ -173,7 +177,7 @@ class VitrobustSession:
                 "max_images": option("vitrobust_max_images"), "device": option("vitrobust_device"),
                 "precision": option("vitrobust_precision"),
                 "skip_bad_images": option("vitrobust_skip_bad_images"), "seeds": option("vitrobust_seeds"),
-                **self.engine_options})
+                "retime": option("vitrobust_retime"), **self.engine_options})
         return self._engine
 
     @property

@@ -307,6 +307,10 @@ class Controller:
             record.throughput, record.throughput_batch = timed.throughput, timed.throughput_batch
         if engine is not None and "profile" in merged.parts and hasattr(engine, "profile"):
             merged.parts["profile"] = add_profiles([merged.parts["profile"], engine.profile.items()])
+        if engine is not None and hasattr(engine, "timings"):   # the speeds timed (or read) here
+            cache = merged.parts.setdefault("cache", {})
+            for what, count in engine.timings.stats.items():
+                cache[f"speeds_{what}"] = cache.get(f"speeds_{what}", 0) + count
         return out
 
     def pytest_unconfigure(self):

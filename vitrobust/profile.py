@@ -1,5 +1,6 @@
-"""Where a run's time went: model builds, adversarial sets, scoring, timing, checks (the
-reports are written after the record is made; :func:`vitrobust.run.finish_run` prints their time).
+"""Where a run's time went: model builds, model summaries (params, size, GFLOPs), adversarial
+sets, scoring, timing, checks (the reports are written after the record is made;
+:func:`vitrobust.run.finish_run` prints their time).
 
 Phases nest (a check builds the adversarial set it needs, which builds its source model), so
 each phase is charged its *own* time, the wall time minus the phases it opened: the items add
@@ -14,7 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-KINDS = ("model", "adversarial", "scoring", "timing", "check")
+KINDS = ("model", "summary", "adversarial", "scoring", "timing", "check")
 
 
 class Profile:

@@ -138,7 +138,9 @@ def finish_run(engine, checks: list, options: RunOptions, run_id: str | None = N
              f"  {time.perf_counter() - started:8.1f} s  writing the reports and the database row",
              f"adversarial sets: {run.cache['adversarial_generated']} generated, "
              f"{run.cache['adversarial_reused']} reused from the cache; predictions: "
-             f"{run.cache.get('predictions_generated', 0)} made, {run.cache.get('predictions_reused', 0)} reused"]
+             f"{run.cache.get('predictions_generated', 0)} made, {run.cache.get('predictions_reused', 0)} reused; "
+             f"speeds: {run.cache.get('speeds_timed', 0)} timed, {run.cache.get('speeds_reused', 0)} as this "
+             f"machine timed them before (--vitrobust-retime to time anew)"]
     regressions = []
     if options.save_baseline:
         store.save_baseline(options.save_baseline, run_id)
