@@ -379,3 +379,15 @@ def test_matrices_of_one_row_or_column_multiply_exactly(integer_product):
     factor = torch.randint(-128, 128, (4, 1)).float().t().reshape(-1, 1)[:1]
     want = factor.double() @ w.float_t.double()
     assert torch.equal(int8_exact.exact_int_matmul(factor, w).double(), want)
+
+
+def test_the_float_copy_of_the_weights_is_made_only_for_the_float_product():
+    layer = ExactDynamicLinear.from_dynamic(_linears(16, 8)[0])
+    x = torch.randn(3, 16)
+    with int8_exact.forced_product(True):
+        layer(x)
+    assert "float_t" not in vars(layer._unpacked())          # the int8 GEMM needs no float copy
+    with int8_exact.forced_product(False), torch.inference_mode():
+        layer(x)
+    float_t = vars(layer._unpacked())["float_t"]
+    assert not float_t.is_inference() and torch.equal(float_t, layer._unpacked().int8_t.float())

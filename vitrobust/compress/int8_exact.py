@@ -58,10 +58,10 @@ from __future__ import annotations
 
 import copy
 import functools
-from contextlib import contextmanager
 import threading
 import warnings
-from typing import NamedTuple
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -280,15 +280,27 @@ def row_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(t.shape, dtype=dtype, device=t.device).copy_(t)
 
 
-class _Weights(NamedTuple):
+@dataclass(eq=False)
+class _Weights:
+    """One packed weight, unpacked into what the exact forward needs. The float copy of the
+    int8 weights (4x their size, 8x in float64) is made on first use: where ``_int_mm`` is the
+    product (VNNI) only the straight-through backward needs it, and only if it runs."""
+
     packed: object             # the packed params these were unpacked from
-    int8_t: torch.Tensor       # the int8 weights, (in, out)
-    float_t: torch.Tensor      # the same in float32 (float64 beyond EXACT_FLOAT32_INPUTS)
+    int8_t: torch.Tensor       # the int8 weights, (in, out), row-major
+    exact: torch.dtype         # float32, or float64 beyond EXACT_FLOAT32_INPUTS inputs
     col_sum: torch.Tensor      # int32 sum over inputs, per output
     col_l1: np.ndarray         # float64 sum over inputs of |w - zp_w|, per output
     zero_point: torch.Tensor | None   # int32 weight zero point(s); None when all are 0
     scale: torch.Tensor        # float32 weight scale(s)
     bias: torch.Tensor | None  # float32
+
+    @functools.cached_property
+    def float_t(self) -> torch.Tensor:
+        """``int8_t`` in ``exact`` (the float GEMM's operand): a normal tensor even when first
+        asked for under inference mode, so the backward can use it later."""
+        with torch.inference_mode(False):
+            return self.int8_t.to(self.exact)
 
 
 class ExactDynamicLinear(nnqd.Linear):
@@ -334,7 +346,7 @@ class ExactDynamicLinear(nnqd.Linear):
             zero_point = weight.q_per_channel_zero_points().to(torch.int32)
         w_int = weight.int_repr()
         exact = torch.float32 if self.in_features <= EXACT_FLOAT32_INPUTS else torch.float64
-        return _Weights(packed, row_major(w_int.t(), torch.int8), row_major(w_int.t(), exact),
+        return _Weights(packed, row_major(w_int.t(), torch.int8), exact,
                         w_int.sum(1, dtype=torch.int32),
                         (w_int.int() - zero_point.view(-1, 1)).abs().sum(1).double().numpy(),
                         zero_point if zero_point.any() else None, scale,
