@@ -102,9 +102,19 @@ class Adversarial:
     same = staticmethod(Models.same)
 
 
-class Predictions:
+class _Entry:
+    """The files of entry ``material()`` in a cache with ``.store`` and ``.entry``."""
+
+    def files(self, root):
+        cache = self.cache(root)
+        manifest = cache.store.manifest_path(cache.entry(self.material()))
+        return cache.store.blob_path(json.loads(manifest.read_text())["blob"]), manifest
+
+
+class Predictions(_Entry):
     """``PredCache.get_or_create``: a model's predicted classes on one input set."""
 
+    cache = PredCache
     MODEL = SimpleNamespace(info=SimpleNamespace(weight_hash="w0", name="tiny"))
 
     def material(self, inputs="fp"):
@@ -115,11 +125,6 @@ class Predictions:
 
     def run(self, root, calls):
         return PredCache(root).get_or_create(self.material(), lambda: calls.append(1) or self.value())
-
-    def files(self, root):
-        cache = PredCache(root)
-        manifest = cache.store.manifest_path(cache.entry(self.material()))
-        return cache.store.blob_path(json.loads(manifest.read_text())["blob"]), manifest
 
     def other_entry(self, root):
         cache = PredCache(root)
@@ -135,9 +140,10 @@ class Predictions:
         return torch.equal(a, b)
 
 
-class Timings:
+class Timings(_Entry):
     """``TimingCache.get_or_time``: the throughput of one model on this machine (JSON)."""
 
+    cache = TimingCache
     MODEL = SimpleNamespace(info=SimpleNamespace(weight_hash="w0", name="tiny", pinned_device="cpu"))
 
     def material(self, name="tiny"):
@@ -151,11 +157,6 @@ class Timings:
         timing = TimingCache(root).get_or_time(
             self.material(), lambda: calls.append(1) or tuple(self.value().values()))
         return {k: timing[k] for k in ("throughputs", "batches")}
-
-    def files(self, root):
-        cache = TimingCache(root)
-        manifest = cache.store.manifest_path(cache.entry(self.material()))
-        return cache.store.blob_path(json.loads(manifest.read_text())["blob"]), manifest
 
     def other_entry(self, root):
         cache = TimingCache(root)
