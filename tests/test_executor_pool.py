@@ -73,7 +73,8 @@ def test_a_pool_run_makes_the_serial_sets_and_the_session_decides_from_the_cache
     run = json.loads((tmp_path / "reports" / "latest" / "report.json").read_text())
     # every prediction was made in a worker, where the images were: the session loaded none
     assert run["cache"] == {"adversarial_generated": 0, "adversarial_reused": 0,
-                            "predictions_generated": 0, "predictions_reused": 2 * 3 + 3 * 3}
+                            "predictions_generated": 0, "predictions_reused": 2 * 3 + 3 * 3,
+                            "speeds_timed": 2, "speeds_reused": 0}   # the models table's, in the session
     assert [c["status"] for c in run["checks"]] == ["holds", "holds"]
     # the workers' time is in the run's profile: each set's three shards under the set's name
     made_in_workers = {i["name"]: i["count"] for i in run["profile"] if i["kind"] == "adversarial"}

@@ -96,7 +96,8 @@ def test_a_local_ray_run_makes_the_serial_sets_and_the_session_decides_from_the_
     run = json.loads((tmp_path / "reports" / "latest" / "report.json").read_text())
     # every prediction was made on Ray, where the images were: the session loaded none of them
     assert run["cache"] == {"adversarial_generated": 0, "adversarial_reused": 0,
-                            "predictions_generated": 0, "predictions_reused": 2 * 3 + 3 * 3}
+                            "predictions_generated": 0, "predictions_reused": 2 * 3 + 3 * 3,
+                            "speeds_timed": 2, "speeds_reused": 0}   # the models table's, in the session
     assert [c["status"] for c in run["checks"]] == ["holds", "holds"]
 
 
