@@ -1,5 +1,6 @@
 """Throughputs timed once per machine (vitrobust/timings.py): what names an entry, what reads it
 back, what times anew, and an engine on a warm cache that times nothing."""
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -47,7 +48,7 @@ def test_retime_times_anew_and_replaces_the_stored_timing(tmp_path):
 
 
 @pytest.mark.parametrize("change", ["weights", "name", "batch", "procedure", "precision", "threads",
-                                    "torch", "host", "cpu", "order"])
+                                    "torch", "host", "cpu", "order", "our code", "timm"])
 def test_anything_the_speed_depends_on_names_another_entry(change, monkeypatch):
     pair = [_model("a", "wa"), _model("b", "wb")]
     base = _material(pair, procedure=SIDE_BY_SIDE)
@@ -59,6 +60,12 @@ def test_anything_the_speed_depends_on_names_another_entry(change, monkeypatch):
         monkeypatch.setattr(timings.platform, "node", lambda: "another-host")
     elif change == "cpu":
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": False, "cpu_name": "other"})
+    elif change == "our code":
+        real = timings.code()
+        monkeypatch.setattr(timings, "code", lambda: {**real, "vitrobust": "another-source-hash"})
+    elif change == "timm":
+        monkeypatch.setattr(timings.timm, "__version__", "0.0.1")
+        monkeypatch.setattr(timings, "code", timings.code.__wrapped__)   # (uncached)
     other = {
         "weights": lambda: _material([_model("a", "wa2"), pair[1]], procedure=SIDE_BY_SIDE),
         "name": lambda: _material([_model("a2", "wa"), pair[1]], procedure=SIDE_BY_SIDE),
@@ -69,6 +76,20 @@ def test_anything_the_speed_depends_on_names_another_entry(change, monkeypatch):
     }.get(change, lambda: _material(pair, procedure=SIDE_BY_SIDE))()
     cache = TimingCache("unused-root")
     assert cache.entry(other) != cache.entry(base)
+
+
+def test_the_source_hash_changes_with_any_python_file_and_nothing_else(tmp_path):
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "zoo" / "deit.py").write_text("y = 2\n")
+    before = timings.source_hash(tmp_path)
+    (tmp_path / "notes.txt").write_text("not code")
+    assert timings.source_hash(tmp_path) == before
+    (tmp_path / "zoo" / "deit.py").write_text("y = 3\n")
+    changed = timings.source_hash(tmp_path)
+    (tmp_path / "zoo" / "deit.py").rename(tmp_path / "zoo" / "cnn.py")
+    assert len({before, changed, timings.source_hash(tmp_path)}) == 3
+    assert timings.code()["vitrobust"] == timings.source_hash(Path(timings.__file__).parent)
 
 
 def test_a_stored_timing_of_other_models_is_damage_not_a_speed(tmp_path, caplog):

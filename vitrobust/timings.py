@@ -12,7 +12,11 @@ benchmark results, an entry is named by both:
   on always comes from one sitting;
 - the machine (:func:`machine`): host name, what torch reports of the CPU (model, cores, caches,
   instruction sets) or the CUDA device's name, torch's version and thread count, the device
-  type and the autocast precision.
+  type and the autocast precision;
+- the code that runs the models (:func:`code`): a hash of vitrobust's own sources (its model
+  families, compressions and INT8 kernels are where a speed-up or a slow-down of ours would
+  come from) and timm's version. Code of a user's own that the zoo imports is not in it:
+  after changing that, retime.
 
 Any change there is another entry, timed anew. What the key cannot see (another program
 loading the machine while the entry was timed, a BIOS setting) is why ``--vitrobust-retime``
@@ -24,11 +28,15 @@ stored by :mod:`vitrobust.blobstore`'s protocol (checksummed, damaged entries re
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import platform
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
+import timm
 import torch
 
 from .advcache import material_key
@@ -48,6 +56,20 @@ def machine(device: torch.device) -> dict:
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
+@functools.cache
+def code() -> dict:
+    """What of the code a speed depends on (see the module docstring)."""
+    return {"vitrobust": source_hash(Path(__file__).resolve().parent), "timm": timm.__version__}
+
+
+def source_hash(folder: Path) -> str:
+    """A short hash of the ``.py`` files under ``folder``: their paths and contents."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 class TimingCache:
     """Throughputs on disk, keyed by (models, procedure, machine); see the module docstring.
 
@@ -65,7 +87,7 @@ class TimingCache:
         return {"models": [[m.info.weight_hash, m.info.name, home_device(m).type, int(b)]
                            for m, b in zip(models, batch_sizes)],
                 "procedure": procedure, "device": device.type, "precision": precision,
-                "machine": machine(device)}
+                "machine": machine(device), "code": code()}
 
     def entry(self, material: dict) -> str:
         key = material_key(FORMAT, material)
