@@ -52,7 +52,7 @@ def machine(device: torch.device) -> dict:
     """What the speed of a model depends on besides the model (see the module docstring). The
     CPU is always in it: dynamic INT8 runs there whatever the run's device."""
     gpu = {"cuda": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}
-    return {"host": platform.node(), "cpu": dict(sorted(torch.cpu.get_capabilities().items())), **gpu,
+    return {"host": platform.node(), "cpu": torch.cpu.get_capabilities(), **gpu,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
@@ -71,7 +71,7 @@ def source_hash(folder: Path) -> str:
 
 
 class TimingCache:
-    """Throughputs on disk, keyed by (models, procedure, machine); see the module docstring.
+    """Throughputs on disk, keyed by (models, procedure, machine, code); see the module docstring.
 
     ``retime``: time every request anew and store it over what was there."""
 
