@@ -57,7 +57,7 @@ class AdvCache:
 
     @staticmethod
     def entry(key: str) -> str:
-        return f"{key[:2]}/{key}"
+        return key_entry(key)
 
     def manifest_path(self, key: str) -> Path:
         """``<key>.json``: the key material and the blob's hash; its presence commits the entry."""
@@ -129,9 +129,14 @@ class AdvCache:
 
 def material_key(format_version: int, material: dict) -> str:
     """sha256 of the canonical JSON of ``{"format": format_version, **material}``: the key of
-    an entry of the adversarial and predictions caches."""
+    an entry of the adversarial, predictions and timing caches."""
     blob = json.dumps({"format": format_version, **material}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def key_entry(key: str) -> str:
+    """``<key[:2]>/<key>``: the entry of a key, in one of 256 folders by its first hex digits."""
+    return f"{key[:2]}/{key}"
 
 
 def _payload(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

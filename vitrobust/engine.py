@@ -407,9 +407,7 @@ class Engine:
                 "cache": {"adversarial_generated": stats["generated"],
                           "adversarial_reused": stats["reused"],
                           "predictions_generated": predictions["generated"],
-                          "predictions_reused": predictions["reused"],
-                          "speeds_timed": self.timings.stats["timed"],
-                          "speeds_reused": self.timings.stats["reused"]}}
+                          "predictions_reused": predictions["reused"], **self.timings.counts()}}
 
     def clean_accuracies(self) -> list[tuple[str, str, float]]:
         """(model, data slice, clean accuracy) in the order the session first scored them; the

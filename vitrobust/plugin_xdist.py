@@ -309,8 +309,8 @@ class Controller:
             merged.parts["profile"] = add_profiles([merged.parts["profile"], engine.profile.items()])
         if engine is not None and hasattr(engine, "timings"):   # the speeds timed (or read) here
             cache = merged.parts.setdefault("cache", {})
-            for what, count in engine.timings.stats.items():
-                cache[f"speeds_{what}"] = cache.get(f"speeds_{what}", 0) + count
+            for name, count in engine.timings.counts().items():
+                cache[name] = cache.get(name, 0) + count
         return out
 
     def pytest_unconfigure(self):

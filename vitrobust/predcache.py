@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .advcache import material_key
+from .advcache import key_entry, material_key
 from .blobstore import dumps, loads
 from .objectstore import as_root, open_store
 
@@ -51,8 +51,7 @@ class PredCache:
         return material_key(FORMAT, material)
 
     def entry(self, material: dict) -> str:
-        key = self.key(material)
-        return f"{key[:2]}/{key}"
+        return key_entry(self.key(material))
 
     def has(self, material: dict) -> bool:
         return self.store.has(self.entry(material))

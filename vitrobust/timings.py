@@ -39,7 +39,7 @@ from typing import Callable
 import timm
 import torch
 
-from .advcache import material_key
+from .advcache import key_entry, material_key
 from .device import home_device
 from .objectstore import as_root, open_store
 
@@ -81,6 +81,10 @@ class TimingCache:
         self.retime = retime
         self.stats = {"timed": 0, "reused": 0}   # speeds (one per model), for the run record
 
+    def counts(self) -> dict:
+        """The run record's ``cache`` counts of speeds: ``speeds_timed``, ``speeds_reused``."""
+        return {f"speeds_{what}": count for what, count in self.stats.items()}
+
     @staticmethod
     def material(models: list, batch_sizes: list[int], procedure: str, device: torch.device,
                  precision: str) -> dict:
@@ -90,8 +94,7 @@ class TimingCache:
                 "machine": machine(device), "code": code()}
 
     def entry(self, material: dict) -> str:
-        key = material_key(FORMAT, material)
-        return f"{key[:2]}/{key}"
+        return key_entry(material_key(FORMAT, material))
 
     def get(self, material: dict) -> dict | None:
         """The stored timing, or None when absent or damaged (damage is logged)."""

@@ -283,8 +283,8 @@ def row_major(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 @dataclass(eq=False)
 class _Weights:
     """One packed weight, unpacked into what the exact forward needs. The float copy of the
-    int8 weights (4x their size, 8x in float64) is made on first use: where ``_int_mm`` is the
-    product (VNNI) only the straight-through backward needs it, and only if it runs."""
+    int8 weights (4x their size, 8x in float64) is made on first use, by the float GEMM: where
+    ``_int_mm`` is the product (VNNI) it is never made."""
 
     packed: object             # the packed params these were unpacked from
     int8_t: torch.Tensor       # the int8 weights, (in, out), row-major
@@ -298,7 +298,7 @@ class _Weights:
     @functools.cached_property
     def float_t(self) -> torch.Tensor:
         """``int8_t`` in ``exact`` (the float GEMM's operand): a normal tensor even when first
-        asked for under inference mode, so the backward can use it later."""
+        asked for under inference mode, so that a forward with autograd can use it later."""
         with torch.inference_mode(False):
             return self.int8_t.to(self.exact)
 
@@ -357,7 +357,7 @@ class ExactDynamicLinear(nnqd.Linear):
         backward's matrix."""
         w = self._unpacked()
         zero_point = 0 if w.zero_point is None else w.zero_point.view(-1, 1)
-        return (w.float_t.t().float() - zero_point) * w.scale.view(-1, 1)
+        return (w.int8_t.t().float() - zero_point) * w.scale.view(-1, 1)
 
     @torch.no_grad()
     def exact_forward(self, x: torch.Tensor) -> torch.Tensor:
